@@ -1,0 +1,28 @@
+"""calmix: which calibration data keeps which capabilities of a pruned LLM.
+
+The DAG: raw corpora -> calibration shards -> OIT metrics; shards -> pruned checkpoints ->
+per-dimension evaluations; dense model -> baseline evaluations; all -> retention, correlations, report.
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/world.smk"
+include: "rules/calibration.smk"
+include: "rules/metrics.smk"
+include: "rules/prune.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report.md",
+        "results/plots/rho_heatmap.png",
+        "results/plots/retention.png",

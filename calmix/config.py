@@ -1,0 +1,105 @@
+"""Config validation: one JSON Schema with the defaults, plus the checks a schema cannot express.
+
+A bad config must fail before any job runs, with a message that names the key and what to do, so
+every error here is a ConfigError of the form "config key 'a.b[0]': what is wrong. Fix: ...".
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from jsonschema import validators
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "resources" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key."""
+
+
+def _with_defaults(cls: type) -> type:
+    """A validator class that fills each object's missing keys from the schema's defaults."""
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def key_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"config key '{key_path(where + [extra[0]])}': unknown key. Allowed here: {', '.join(allowed)}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        return f"config key '{key_path(where + [missing])}': required but missing"
+    return f"config key '{key_path(where)}': {error.message}"
+
+
+def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH, workdir: Path | None = None) -> dict:
+    """Validate in place (filling defaults) and return the config; raise ConfigError naming the key."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        # Report the deepest error along the first failing path: it names the most specific key.
+        first = errors[0]
+        same_branch = [e for e in errors if list(e.absolute_path)[: len(first.absolute_path)] == list(first.absolute_path)]
+        raise ConfigError(_describe(max(same_branch, key=lambda e: len(e.absolute_path))))
+    _check_semantics(config, Path(workdir or Path.cwd()))
+    return config
+
+
+def _check_semantics(config: dict, workdir: Path) -> None:
+    from calmix.metrics import METRICS
+    from calmix.world import WORLD_GENERATORS
+
+    for key, spec in config["calibration"]["sources"].items():
+        where = f"calibration.sources.{key}"
+        if spec["kind"] == "world" and spec["generator"] not in WORLD_GENERATORS:
+            raise ConfigError(
+                f"config key '{where}.generator': unknown world generator {spec['generator']!r}. "
+                f"Choose one of: {', '.join(WORLD_GENERATORS)}"
+            )
+        if spec["kind"] == "local" and not (workdir / spec["path"]).is_file():
+            raise ConfigError(
+                f"config key '{where}.path': file {spec['path']!r} does not exist "
+                f"(relative paths are resolved against {workdir}). Fix the path or remove the source"
+            )
+    for key, spec in config["models"].items():
+        if spec["kind"] == "local" and not (workdir / spec["path"] / "config.json").is_file():
+            raise ConfigError(
+                f"config key 'models.{key}.path': {spec['path']!r} is not a save_pretrained folder "
+                "(no config.json found there)"
+            )
+    for i, name in enumerate(config["metrics"]):
+        if name not in METRICS:
+            raise ConfigError(f"config key 'metrics[{i}]': unknown metric {name!r}. Choose from: {', '.join(METRICS)}")
+    world_tasks = {p.stem for p in (SCHEMA_PATH.parent / "lm_eval_tasks").glob("*.yaml")}
+    for dim, spec in config["evaluation"]["dimensions"].items():
+        for i, task in enumerate(spec["tasks"]):
+            if task.startswith("world_") and task not in world_tasks:
+                raise ConfigError(
+                    f"config key 'evaluation.dimensions.{dim}.tasks[{i}]': unknown world task {task!r}. "
+                    f"Known: {', '.join(sorted(world_tasks))}"
+                )

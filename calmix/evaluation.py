@@ -1,0 +1,312 @@
+"""Per-capability evaluation of dense and pruned models with lm-evaluation-harness.
+
+Every capability dimension (general, commonsense, code, math) is one lm-eval task. The
+study's own tasks live as YAML files in ``resources/lm_eval_tasks`` and read jsonl data
+that another workflow stage writes. Their ``data_files`` paths are relative, and lm-eval
+would resolve them against whatever the working directory happens to be, so
+:func:`load_task_config` makes them absolute and the configs are handed to lm-eval as
+dicts. Names without a YAML file fall through to lm-eval's built-in tasks (for studies
+on real models).
+
+lm-eval, torch and transformers are imported inside the functions so that importing this
+module stays cheap (Snakemake imports it while parsing the workflow).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Built-in default for where the study's task YAMLs live, relative to the repository root.
+DEFAULT_TASK_DIR = Path(__file__).resolve().parent.parent / "resources" / "lm_eval_tasks"
+
+_GLOB_CHARS = set("*?[")
+
+
+class TaskConfigError(FileNotFoundError):
+    """A task's YAML or one of its data files is missing."""
+
+
+def _task_yaml(task: str, task_dir: Path) -> Path:
+    return Path(task_dir) / f"{task}.yaml"
+
+
+def _absolute_data_files(value: Any, data_root: Path) -> Any:
+    """Rewrite each relative path in a ``data_files`` value (str, list or split dict)."""
+    if isinstance(value, dict):
+        return {split: _absolute_data_files(v, data_root) for split, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_absolute_data_files(v, data_root) for v in value]
+    if isinstance(value, (str, Path)):
+        path = Path(value).expanduser()
+        if "://" in str(value):
+            return str(value)
+        if path.is_absolute():
+            return str(path)
+        return str((Path(data_root) / path).resolve())
+    return value
+
+
+def _iter_paths(value: Any) -> Iterable[str]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _iter_paths(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _iter_paths(v)
+    elif isinstance(value, (str, Path)):
+        yield str(value)
+
+
+def load_task_config(task: str, task_dir: Path, data_root: Path) -> dict:
+    """Read ``task_dir/<task>.yaml`` with its data paths made absolute under ``data_root``.
+
+    lm-eval hands ``dataset_kwargs.data_files`` to ``datasets.load_dataset`` unchanged, so
+    a relative path would be looked up in the current working directory; anchoring it at
+    ``data_root`` makes the result independent of where the workflow runs. Missing files
+    are reported here, naming the task, instead of as a ``datasets`` error deep inside
+    lm-eval. The YAML is read with lm-eval's own loader so ``include:`` and ``!function``
+    keep working.
+    """
+    yaml_path = _task_yaml(task, task_dir)
+    if not yaml_path.is_file():
+        raise TaskConfigError(f"lm-eval task {task!r}: no task config {yaml_path}")
+
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    config = load_yaml(yaml_path, resolve_func=True, recursive=True)
+    name = config.get("task")
+    if name != task:
+        raise ValueError(f"lm-eval task {task!r}: {yaml_path} defines task {name!r}, expected {task!r}")
+
+    dataset_kwargs = dict(config.get("dataset_kwargs") or {})
+    if "data_files" in dataset_kwargs:
+        data_files = _absolute_data_files(dataset_kwargs["data_files"], data_root)
+        for path in _iter_paths(data_files):
+            if "://" in path:
+                continue
+            found = glob.glob(path) if _GLOB_CHARS & set(path) else [path] if Path(path).is_file() else []
+            if not found:
+                raise TaskConfigError(
+                    f"lm-eval task {task!r}: data file {path} is missing "
+                    f"(data_files of {yaml_path}, resolved under {data_root})"
+                )
+        dataset_kwargs["data_files"] = data_files
+        config["dataset_kwargs"] = dataset_kwargs
+    return config
+
+
+def _as_float(value: Any) -> float | None:
+    """numpy scalars -> float; lm-eval's "N/A" stderr and NaN -> None (valid JSON)."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
+
+
+def _primary_metric(task_obj: Any) -> str:
+    """The "metric,filter" key that stands for a task's capability score.
+
+    Multiple choice: ``acc,none``. Generation: the first metric of the config under the
+    first filter pipeline (``exact_match,strip`` for world_code,
+    ``exact_match,strict-match`` for world_math and gsm8k).
+    """
+    metrics = list(getattr(task_obj, "_metric_fn_list", {}).keys())
+    filters = [f.name for f in getattr(task_obj, "_filters", [])] or ["none"]
+    output_type = task_obj.get_config("output_type")
+    if output_type == "multiple_choice" and "acc" in metrics:
+        return "acc,none"
+    metric = metrics[0] if metrics else ("acc" if output_type == "multiple_choice" else "exact_match")
+    return f"{metric},{filters[0]}"
+
+
+def _chance(task_obj: Any, limit: int | None) -> float | None:
+    """Expected score of random guessing over the evaluated docs.
+
+    Mean of 1/num_choices for multiple choice (choice counts may vary per doc), 0 for
+    exact-match generation, None where no meaningful baseline exists.
+    """
+    output_type = task_obj.get_config("output_type")
+    if output_type == "generate_until":
+        return 0.0
+    if output_type != "multiple_choice":
+        return None
+    probs = [1.0 / len(task_obj.doc_to_choice(doc)) for _, doc in task_obj.doc_iterator(limit=limit)]
+    return sum(probs) / len(probs) if probs else None
+
+
+def _leaf_summary(name: str, task_obj: Any, results: dict, limit: int | None) -> dict:
+    metric = _primary_metric(task_obj)
+    res = results["results"].get(name, {})
+    if metric not in res:
+        candidates = [k for k in res if "," in k and "_stderr," not in k]
+        if not candidates:
+            raise KeyError(f"lm-eval returned no metrics for task {name!r}: {sorted(res)}")
+        log.warning("task %s: metric %s not in results %s; using %s", name, metric, candidates, candidates[0])
+        metric = candidates[0]
+    stderr_key = metric.replace(",", "_stderr,", 1)
+    n_samples = results.get("n-samples", {}).get(name, {})
+    n = n_samples.get("effective", n_samples.get("original"))
+    return {
+        "metric": metric,
+        "score": _as_float(res[metric]),
+        "stderr": _as_float(res.get(stderr_key)),
+        "chance": _chance(task_obj, limit),
+        "n": int(n) if n is not None else None,
+        "output_type": task_obj.get_config("output_type"),
+    }
+
+
+def _group_summary(name: str, leaves: dict[str, dict], results: dict) -> dict:
+    """Summarise a built-in group or tag (e.g. mmlu) by its leaf tasks.
+
+    lm-eval's own aggregate is used when it reports the leaves' metric; otherwise the
+    doc-weighted mean of the leaves (tags have no aggregate of their own).
+    """
+    first = next(iter(leaves.values()))
+    metric = first["metric"]
+    total = sum(s["n"] or 0 for s in leaves.values())
+
+    def weighted(key: str) -> float | None:
+        vals = [(s[key], s["n"] or 0) for s in leaves.values()]
+        if total == 0 or any(v is None for v, _ in vals):
+            return None
+        return sum(v * w for v, w in vals) / total
+
+    res = results["results"].get(name, {})
+    score, stderr = _as_float(res.get(metric)), _as_float(res.get(metric.replace(",", "_stderr,", 1)))
+    if score is None:
+        score, stderr = weighted("score"), None
+    return {
+        "metric": metric,
+        "score": score,
+        "stderr": stderr,
+        "chance": weighted("chance"),
+        "n": total,
+        "output_type": first["output_type"],
+        "subtasks": sorted(leaves),
+    }
+
+
+def evaluate(
+    model_path: str | Path,
+    tasks: list[str],
+    *,
+    task_dir: Path,
+    data_root: Path,
+    batch_size: int = 32,
+    limit: int | None = None,
+    seed: int = 1234,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> dict:
+    """Score one model on each task, zero-shot with fixed seeds; JSON-serialisable result.
+
+    Tasks with a YAML in ``task_dir`` are passed to lm-eval as config dicts whose data
+    paths point under ``data_root``; only when some name has no YAML is lm-eval's index of
+    built-in tasks built (``include_defaults=True``, ~8 s). The same ``batch_size`` must be
+    used for the dense model and its pruned variants: on GPUs, padding and batching shift
+    scores slightly.
+    """
+    if not tasks:
+        raise ValueError("evaluate: no tasks given")
+    model_path_str = str(model_path)
+    if (isinstance(model_path, Path) or Path(model_path_str).is_absolute()) and not Path(model_path_str).exists():
+        raise FileNotFoundError(f"evaluate: model directory {model_path_str} does not exist")
+
+    specs: dict[str, dict | str] = {}
+    for task in tasks:
+        if _task_yaml(task, task_dir).is_file():
+            specs[task] = load_task_config(task, task_dir, data_root)
+        else:
+            log.info("task %s has no YAML in %s; using lm-eval's built-in task", task, task_dir)
+            specs[task] = task
+
+    import lm_eval
+    from lm_eval.api.group import Group
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    needs_defaults = any(isinstance(s, str) for s in specs.values())
+    task_manager = TaskManager(include_defaults=needs_defaults)
+
+    # Build the tasks here (one spec at a time) rather than inside simple_evaluate, to
+    # know which leaf tasks belong to which requested name and to read their docs for
+    # the chance level afterwards.
+    objects: list[Any] = []
+    leaves_of: dict[str, dict[str, Any]] = {}
+    for name, spec in specs.items():
+        if isinstance(spec, str) and spec not in task_manager.all_tasks:
+            raise TaskConfigError(
+                f"lm-eval task {name!r}: no task config {_task_yaml(name, task_dir)} "
+                "and no built-in lm-eval task, group or tag of that name"
+            )
+        loaded = task_manager.load([spec])
+        leaves_of[name] = loaded["tasks"]
+        group = loaded.get("groups", {}).get(name)
+        if isinstance(group, Group):
+            objects.append(group)
+        else:
+            objects.extend(loaded["tasks"].values())
+
+    lm = HFLM(pretrained=model_path_str, device=device, batch_size=batch_size, dtype=dtype)
+    results = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=objects,
+        task_manager=task_manager,
+        num_fewshot=0,
+        limit=limit,
+        log_samples=False,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+    )
+    if results is None:  # only rank 0 gets results
+        raise RuntimeError("lm-eval returned no results (not the main process?)")
+
+    summary: dict[str, dict] = {}
+    for name, leaves in leaves_of.items():
+        leaf_summaries = {t: _leaf_summary(t, obj, results, limit) for t, obj in leaves.items()}
+        if list(leaves) == [name]:
+            summary[name] = leaf_summaries[name]
+        else:
+            summary[name] = _group_summary(name, leaf_summaries, results)
+        log.info(
+            "%s: %s = %s (chance %s, n = %s)",
+            name, summary[name]["metric"], summary[name]["score"], summary[name]["chance"], summary[name]["n"],
+        )
+
+    versions = {k: (v if isinstance(v, (int, str)) else _as_float(v)) for k, v in results.get("versions", {}).items()}
+    return {
+        "tasks": summary,
+        "settings": {
+            "model_path": model_path_str,
+            "batch_size": batch_size,
+            "limit": limit,
+            "seed": seed,
+            "dtype": dtype,
+            "device": device,
+            "lm_eval_version": _lm_eval_version(),
+            "num_fewshot": 0,
+            "task_versions": versions,
+        },
+    }
+
+
+def _lm_eval_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("lm_eval", "lm-eval"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "unknown"

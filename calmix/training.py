@@ -1,0 +1,100 @@
+"""Train the built-in world's reference model: a small LlamaForCausalLM, on the CPU, in minutes.
+
+The model only has to be good enough on every capability dimension that pruning visibly costs
+capability; it is trained on random windows of the world's pretraining stream with AdamW and a
+warmup + cosine schedule. Seeded: the same corpus, config and thread count give the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
+
+
+def token_stream(texts: list[str], tokenizer: PreTrainedTokenizerFast) -> torch.Tensor:
+    """All documents as one token stream, each followed by EOS."""
+    ids: list[int] = []
+    for enc in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        ids.extend(enc)
+        ids.append(tokenizer.eos_token_id)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, arch: dict, seed: int) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=arch["hidden_size"],
+        intermediate_size=arch["intermediate_size"],
+        num_hidden_layers=arch["num_layers"],
+        num_attention_heads=arch["num_heads"],
+        num_key_value_heads=arch["num_heads"],
+        max_position_embeddings=arch["max_position_embeddings"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def train_model(
+    texts: list[str],
+    tokenizer: PreTrainedTokenizerFast,
+    arch: dict,
+    train: dict,
+    seed: int,
+    out_dir: str | Path,
+) -> dict:
+    """Train from scratch and save with save_pretrained (model and tokenizer); returns a summary."""
+    stream = token_stream(texts, tokenizer)
+    model = build_model(tokenizer, arch, seed)
+    model.train()
+    steps, batch, seqlen = train["steps"], train["batch_size"], train["seqlen"]
+    opt = torch.optim.AdamW(model.parameters(), lr=train["lr"], betas=(0.9, 0.95), weight_decay=0.1)
+    warmup = max(1, int(0.05 * steps))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = torch.Generator().manual_seed(seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("training %d parameters on %d tokens: %d steps x %d x %d", n_params, len(stream), steps, batch, seqlen)
+    start = time.perf_counter()
+    losses: list[float] = []
+    for step in range(steps):
+        offsets = torch.randint(0, len(stream) - seqlen - 1, (batch,), generator=gen)
+        x = torch.stack([stream[o:o + seqlen] for o in offsets.tolist()])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=train["bf16"]):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if (step + 1) % max(1, steps // 20) == 0 or step + 1 == steps:
+            elapsed = time.perf_counter() - start
+            log.info(
+                "step %d/%d  loss %.3f  %.0f tokens/s",
+                step + 1, steps, sum(losses[-20:]) / len(losses[-20:]), (step + 1) * batch * seqlen / elapsed,
+            )
+    model.eval()
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    return {
+        "parameters": n_params,
+        "train_tokens": len(stream),
+        "steps": steps,
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }

@@ -1,0 +1,35 @@
+# Evaluation with lm-eval: one job per (checkpoint, dimension); the dense model once per dimension.
+
+
+rule evaluate_dense:
+    input:
+        model=lambda wc: model_dir(wc.model),
+        data=lambda wc: task_data(wc.dimension),
+    output:
+        "results/eval/{model}/dense/{dimension}.json",
+    params:
+        tasks=lambda wc: config["evaluation"]["dimensions"][wc.dimension]["tasks"],
+        harness={k: v for k, v in config["evaluation"].items() if k != "dimensions"},
+        dtype=lambda wc: config["models"][wc.model]["dtype"],
+        task_dir=TASK_DIR,
+    log:
+        "logs/evaluate_dense/{model}/{dimension}.log",
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_pruned:
+    input:
+        model="results/pruned/{model}/{method}/{sparsity}/{calib}/seed{seed}",
+        data=lambda wc: task_data(wc.dimension),
+    output:
+        "results/eval/{model}/{method}/{sparsity}/{calib}/seed{seed}/{dimension}.json",
+    params:
+        tasks=lambda wc: config["evaluation"]["dimensions"][wc.dimension]["tasks"],
+        harness={k: v for k, v in config["evaluation"].items() if k != "dimensions"},
+        dtype=lambda wc: config["models"][wc.model]["dtype"],
+        task_dir=TASK_DIR,
+    log:
+        "logs/evaluate_pruned/{model}/{method}/{sparsity}/{calib}/seed{seed}/{dimension}.log",
+    script:
+        "../scripts/evaluate.py"

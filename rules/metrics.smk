@@ -1,0 +1,27 @@
+# OIT information metrics of every calibration set, and the table that gathers them.
+
+
+rule metrics:
+    input:
+        shard="results/shards/{model}/{calib}/seed{seed}.parquet",
+        model=lambda wc: model_dir(wc.model),
+    output:
+        "results/metrics/{model}/{calib}/seed{seed}.json",
+    params:
+        metrics=config["metrics"],
+    log:
+        "logs/metrics/{model}/{calib}/seed{seed}.log",
+    script:
+        "../scripts/metrics.py"
+
+
+rule metric_table:
+    input:
+        expand("results/metrics/{model}/{calib}/seed{seed}.json", model=MODELS, calib=SOURCES, seed=SEEDS),
+    output:
+        csv="results/tables/metrics.csv",
+        parquet="results/tables/metrics.parquet",
+    log:
+        "logs/metric_table.log",
+    script:
+        "../scripts/metric_table.py"

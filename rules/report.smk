@@ -1,0 +1,21 @@
+# Aggregation: retention, Spearman correlations of metrics with retention, plots and the summary.
+
+
+rule report:
+    input:
+        metrics="results/tables/metrics.parquet",
+        dense=dense_evals(),
+        pruned=pruned_evals(),
+    output:
+        md="results/report.md",
+        heatmap="results/plots/rho_heatmap.png",
+        retention_plot="results/plots/retention.png",
+        retention="results/tables/retention.csv",
+        correlations="results/tables/correlations.csv",
+    params:
+        single_sources=SOURCES,
+        title=config["report"]["title"],
+    log:
+        "logs/report.log",
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,31 @@
+"""Evaluate a dense or pruned checkpoint on one capability dimension's lm-eval tasks."""
+
+from pathlib import Path
+
+from calmix.evaluation import evaluate
+from calmix.io import write_json
+from calmix.logs import setup_logging
+
+setup_logging(snakemake.log[0], snakemake.threads)
+w = snakemake.wildcards
+harness = snakemake.params.harness
+result = evaluate(
+    snakemake.input.model,
+    snakemake.params.tasks,
+    task_dir=Path(snakemake.params.task_dir),
+    data_root=Path.cwd(),
+    batch_size=harness["batch_size"],
+    limit=harness["limit"],
+    seed=harness["seed"],
+    dtype=snakemake.params.dtype,
+)
+pruned = "method" in w.keys()
+write_json(snakemake.output[0], {
+    "model": w.model,
+    "method": w.method if pruned else "dense",
+    "sparsity": float(w.sparsity) if pruned else 0.0,
+    "calib": w.calib if pruned else None,
+    "seed": int(w.seed) if pruned else None,
+    "dimension": w.dimension,
+    **result,
+})

@@ -1,0 +1,18 @@
+"""Compute the OIT metrics of one calibration shard."""
+
+from calmix.io import write_json
+from calmix.logs import setup_logging
+from calmix.metrics import compute_metrics
+from calmix.models import load_model
+from calmix.shards import load_windows
+from calmix.tokenizer import load_tokenizer
+
+setup_logging(snakemake.log[0], snakemake.threads)
+w = snakemake.wildcards
+values = compute_metrics(
+    load_windows(snakemake.input.shard),
+    snakemake.params.metrics,
+    load_tokenizer(snakemake.input.model),
+    load_model(snakemake.input.model),
+)
+write_json(snakemake.output[0], {"model": w.model, "calib": w.calib, "seed": int(w.seed), **values})

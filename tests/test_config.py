@@ -1,0 +1,58 @@
+"""Config validation: defaults filled from the schema, and each bad config names its key."""
+
+import copy
+
+import pytest
+import yaml
+
+from calmix.config import ConfigError, validate_config
+
+BASE = {
+    "models": {"world": {"kind": "world"}},
+    "calibration": {"sources": {"web": {"kind": "world", "generator": "web"}}},
+    "evaluation": {"dimensions": {"general": {"tasks": ["world_general"]}}},
+}
+
+
+def _config(**edits):
+    config = copy.deepcopy(BASE)
+    for path, value in edits.items():
+        *parents, last = path.split("__")
+        node = config
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return config
+
+
+def test_defaults_come_from_the_schema():
+    config = validate_config(_config())
+    assert config["pruning"] == {"methods": ["sparsegpt"], "sparsities": [0.6], "blocksize": 128, "percdamp": 0.01, "batch_size": 16}
+    assert config["calibration"]["nsamples"] == 64 and config["calibration"]["seeds"] == [0]
+    assert config["calibration"]["sources"]["web"]["docs"] == 400
+    assert config["world"]["model"]["hidden_size"] == 128
+
+
+def test_shipped_config_is_valid():
+    validate_config(yaml.safe_load(open("config.yaml")))
+
+
+@pytest.mark.parametrize(
+    "edits, key, words",
+    [
+        ({"pruning__bogus": 1}, "pruning.bogus", "unknown key"),
+        ({"calibration__nsamples": "many"}, "calibration.nsamples", "is not of type 'integer'"),
+        ({"pruning__sparsities": [1.5]}, "pruning.sparsities[0]", "maximum"),
+        ({"pruning__sparsities": [0.0]}, "pruning.sparsities[0]", "minimum"),
+        ({"calibration__sources": {"x": {"kind": "hubb"}}}, "calibration.sources.x.kind", "is not one of"),
+        ({"calibration__sources": {"x": {"kind": "local", "path": "no/such/file.txt"}}}, "calibration.sources.x.path", "does not exist"),
+        ({"evaluation__dimensions": {"math": {"tasks": []}}}, "evaluation.dimensions.math.tasks", "should be non-empty"),
+        ({"calibration__sources": {"x": {"kind": "world", "generator": "nope"}}}, "calibration.sources.x.generator", "unknown world generator"),
+        ({"metrics": ["perplexity", "nope"]}, "metrics[1]", "unknown metric"),
+    ],
+)
+def test_bad_config_names_the_key(edits, key, words):
+    with pytest.raises(ConfigError) as err:
+        validate_config(_config(**edits))
+    assert f"config key '{key}'" in str(err.value)
+    assert words in str(err.value)

@@ -1,0 +1,361 @@
+"""Tests for calmix.report: retention, correlations, plots and the markdown report.
+
+Every expected number is built by hand from the synthetic scores below, never from the module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from calmix import report
+
+MODEL = "world"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Two dimensions; "general" has two tasks (one multiple choice with chance 0.25), "math" one.
+DENSE = {"general": {"gen_mc": (0.80, 0.25), "gen_qa": (0.50, 0.0)}, "math": {"math_gsm": (0.40, 0.0)}}
+METRIC = {"gen_mc": "acc,none", "gen_qa": "exact_match,none", "math_gsm": "exact_match,strict-match"}
+# Pruned scores (gen_mc, gen_qa, math_gsm) per (calib, seed): general rises and math falls A -> D.
+PRUNED = {
+    ("A", 0): (0.40, 0.20, 0.36), ("A", 1): (0.44, 0.22, 0.30),
+    ("B", 0): (0.50, 0.30, 0.28), ("B", 1): (0.52, 0.26, 0.32),
+    ("C", 0): (0.60, 0.35, 0.20), ("C", 1): (0.58, 0.37, 0.22),
+    ("D", 0): (0.70, 0.45, 0.10), ("D", 1): (0.72, 0.40, 0.12),
+}
+CALIBS = ["A", "B", "C", "D"]
+PERPLEXITY = {("A", 0): 10, ("A", 1): 12, ("B", 0): 20, ("B", 1): 18,
+              ("C", 0): 30, ("C", 1): 33, ("D", 0): 40, ("D", 1): 41}
+NGRAM = {("A", 0): 0.3, ("A", 1): 0.1, ("B", 0): 0.2, ("B", 1): 0.2,
+         ("C", 0): 0.5, ("C", 1): 0.4, ("D", 0): 0.1, ("D", 1): 0.3}
+
+
+def task_entry(task: str, score: float, chance: float) -> dict:
+    return {"metric": METRIC[task], "score": score, "stderr": 0.01, "chance": chance, "n": 100}
+
+
+def make_records(dense_override: dict | None = None) -> list[dict]:
+    dense = {d: dict(t) for d, t in DENSE.items()}
+    for (dim, task), value in (dense_override or {}).items():
+        dense[dim][task] = value
+    records = []
+    for dim, tasks in dense.items():
+        records.append({"model": MODEL, "method": "dense", "sparsity": 0.0, "calib": None,
+                        "seed": None, "dimension": dim, "settings": {},
+                        "tasks": {t: task_entry(t, s, c) for t, (s, c) in tasks.items()}})
+    for (calib, seed), (mc, qa, gsm) in PRUNED.items():
+        scores = {"gen_mc": mc, "gen_qa": qa, "math_gsm": gsm}
+        for dim, tasks in dense.items():
+            records.append({"model": MODEL, "method": "sparsegpt", "sparsity": 0.6, "calib": calib,
+                            "seed": seed, "dimension": dim, "settings": {},
+                            "tasks": {t: task_entry(t, scores[t], c) for t, (_, c) in tasks.items()}})
+    return records
+
+
+def make_metrics() -> pd.DataFrame:
+    rows = [{"model": MODEL, "calib": c, "seed": s, "perplexity": float(PERPLEXITY[c, s]),
+             "ngram4_aggregation": NGRAM[c, s], "constant": 1.0} for (c, s) in PRUNED]
+    return pd.DataFrame(rows)
+
+
+def hand_retention(calib: str, seed: int) -> dict[str, float]:
+    """Dimension and total retention straight from the definitions."""
+    mc, qa, gsm = PRUNED[calib, seed]
+    general = (mc / 0.80 + qa / 0.50) / 2
+    math_ = gsm / 0.40
+    return {"general": general, "math": math_, "total": (general + math_) / 2}
+
+
+def hand_adjusted(calib: str, seed: int) -> dict[str, float]:
+    mc, qa, gsm = PRUNED[calib, seed]
+    general = ((mc - 0.25) / (0.80 - 0.25) + qa / 0.50) / 2
+    math_ = gsm / 0.40
+    return {"general": general, "math": math_, "total": (general + math_) / 2}
+
+
+@pytest.fixture
+def retention() -> pd.DataFrame:
+    return report.retention_table(make_records())
+
+
+def value(table: pd.DataFrame, calib: str, seed: int, level: str, name: str,
+          col: str = "retention") -> float:
+    row = table[(table.calib == calib) & (table.seed == seed) & (table.level == level)
+                & (table.name == name)]
+    assert len(row) == 1
+    return float(row[col].iloc[0])
+
+
+# --- loading and retention ------------------------------------------------------------------------
+
+def test_load_eval_records(tmp_path):
+    paths = []
+    for i, rec in enumerate(make_records()[:3]):
+        p = tmp_path / f"r{i}.json"
+        p.write_text(json.dumps(rec))
+        paths.append(p)
+    loaded = report.load_eval_records(paths)
+    assert loaded == make_records()[:3]
+    assert report.load_eval_records(str(paths[0])) == make_records()[:1]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": MODEL}))
+    with pytest.raises(ValueError, match="bad.json"):
+        report.load_eval_records([bad])
+
+
+def test_retention_columns_and_shape(retention):
+    assert list(retention.columns) == report.RETENTION_COLUMNS
+    # per (calib, seed): 3 tasks + 2 dimensions + 1 total
+    assert len(retention) == len(PRUNED) * 6
+    assert set(retention.level) == {"task", "dimension", "total"}
+    assert (retention.method == "sparsegpt").all() and (retention.sparsity == 0.6).all()
+
+
+def test_retention_hand_computed_values(retention):
+    # calib A, seed 0: gen_mc 0.40/0.80, gen_qa 0.20/0.50, math 0.36/0.40
+    assert value(retention, "A", 0, "task", "gen_mc") == pytest.approx(0.5)
+    assert value(retention, "A", 0, "task", "gen_qa") == pytest.approx(0.4)
+    assert value(retention, "A", 0, "task", "math_gsm") == pytest.approx(0.9)
+    assert value(retention, "A", 0, "dimension", "general") == pytest.approx(0.45)
+    assert value(retention, "A", 0, "dimension", "math") == pytest.approx(0.9)
+    assert value(retention, "A", 0, "total", "total") == pytest.approx(0.675)
+    # chance-adjusted: (0.40 - 0.25) / (0.80 - 0.25) = 0.272727...
+    assert value(retention, "A", 0, "task", "gen_mc", "chance_adjusted") == pytest.approx(0.15 / 0.55)
+    assert value(retention, "A", 0, "dimension", "general", "chance_adjusted") == pytest.approx(
+        (0.15 / 0.55 + 0.4) / 2)
+    assert value(retention, "A", 0, "total", "total", "chance_adjusted") == pytest.approx(
+        ((0.15 / 0.55 + 0.4) / 2 + 0.9) / 2)
+    row = retention[(retention.calib == "A") & (retention.seed == 0) & (retention.name == "gen_mc")]
+    assert row.score.iloc[0] == 0.40 and row.dense_score.iloc[0] == 0.80
+    assert row.chance.iloc[0] == 0.25 and row.dimension.iloc[0] == "general"
+    assert row.metric.iloc[0] == "acc,none"
+
+
+def test_dimension_is_mean_of_tasks_and_total_mean_of_dimensions(retention):
+    for calib, seed in PRUNED:
+        want, want_adj = hand_retention(calib, seed), hand_adjusted(calib, seed)
+        g = retention[(retention.calib == calib) & (retention.seed == seed)]
+        for col in ("retention", "chance_adjusted"):
+            tasks = g[g.level == "task"]
+            dims = g[g.level == "dimension"].set_index("name")[col]
+            for dim, part in tasks.groupby("dimension"):
+                assert dims[dim] == pytest.approx(part[col].mean())
+            total = g[g.level == "total"][col].iloc[0]
+            assert total == pytest.approx(dims.mean())
+        for name in ("general", "math"):
+            assert value(retention, calib, seed, "dimension", name) == pytest.approx(want[name])
+            assert value(retention, calib, seed, "dimension", name, "chance_adjusted") == \
+                pytest.approx(want_adj[name])
+        assert value(retention, calib, seed, "total", "total") == pytest.approx(want["total"])
+
+
+def test_missing_dense_is_an_error():
+    records = [r for r in make_records() if not (r["method"] == "dense" and r["dimension"] == "math")]
+    with pytest.raises(ValueError, match=r"world.*math"):
+        report.retention_table(records)
+
+
+def test_dense_zero_gives_nan_and_warning(caplog):
+    records = make_records({("math", "math_gsm"): (0.0, 0.0)})
+    with caplog.at_level(logging.WARNING, logger="calmix.report"):
+        table = report.retention_table(records)
+    assert math.isnan(value(table, "A", 0, "task", "math_gsm"))
+    assert math.isnan(value(table, "A", 0, "dimension", "math"))
+    assert math.isnan(value(table, "A", 0, "total", "total"))
+    assert not np.isinf(table[["retention", "chance_adjusted"]].to_numpy()).any()
+    assert value(table, "A", 0, "dimension", "general") == pytest.approx(0.45)
+    assert "math_gsm" in caplog.text
+    # warned once per (model, task, view), not once per pruned record
+    assert sum("math_gsm" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_dense_at_chance_gives_nan_adjusted_only(caplog):
+    records = make_records({("general", "gen_mc"): (0.25, 0.25)})
+    with caplog.at_level(logging.WARNING, logger="calmix.report"):
+        table = report.retention_table(records)
+    assert math.isnan(value(table, "A", 0, "task", "gen_mc", "chance_adjusted"))
+    assert value(table, "A", 0, "task", "gen_mc") == pytest.approx(0.40 / 0.25)
+    assert "gen_mc" in caplog.text
+
+
+def test_duplicate_record_is_an_error():
+    records = make_records()
+    with pytest.raises(ValueError, match="duplicate"):
+        report.retention_table(records + [records[-1]])
+
+
+# --- correlations ---------------------------------------------------------------------------------
+
+def hand_means(calibs=CALIBS):
+    """Per-calib means over seeds of metrics and retention, computed by hand."""
+    metric = {c: {"perplexity": np.mean([PERPLEXITY[c, s] for s in (0, 1)]),
+                  "ngram4_aggregation": np.mean([NGRAM[c, s] for s in (0, 1)])} for c in calibs}
+    ret = {c: {d: np.mean([hand_retention(c, s)[d] for s in (0, 1)])
+               for d in ("general", "math", "total")} for c in calibs}
+    return metric, ret
+
+
+def test_correlation_matches_scipy_on_per_calib_means(retention):
+    corr = report.correlation_table(make_metrics(), retention)
+    assert list(corr.columns) == report.CORRELATION_COLUMNS
+    assert list(pd.unique(corr.dimension)) == ["general", "math", "total"]
+    assert list(pd.unique(corr.metric)) == ["perplexity", "ngram4_aggregation", "constant"]
+    metric, ret = hand_means()
+    for name in ("perplexity", "ngram4_aggregation"):
+        for dim in ("general", "math", "total"):
+            want = stats.spearmanr([metric[c][name] for c in CALIBS], [ret[c][dim] for c in CALIBS])
+            row = corr[(corr.metric == name) & (corr.dimension == dim)].iloc[0]
+            assert row.rho == pytest.approx(want.statistic, nan_ok=True)
+            assert row.p == pytest.approx(want.pvalue, nan_ok=True)
+            assert row.n == 4
+            assert (row.model, row.method, row.sparsity) == (MODEL, "sparsegpt", 0.6)
+    pp = corr[corr.metric == "perplexity"].set_index("dimension")
+    assert pp.rho["general"] == pytest.approx(1.0) and pp.rho["math"] == pytest.approx(-1.0)
+
+
+def test_constant_metric_gives_nan_without_warnings(retention, recwarn):
+    corr = report.correlation_table(make_metrics(), retention)
+    const = corr[corr.metric == "constant"]
+    assert len(const) == 3 and const.rho.isna().all()
+    assert not [w for w in recwarn if issubclass(w.category, stats.ConstantInputWarning)]
+
+
+def test_correlation_restricted_to_calibs(retention):
+    corr = report.correlation_table(make_metrics(), retention, calibs=["A", "C", "D"])
+    metric, ret = hand_means(["A", "C", "D"])
+    want = stats.spearmanr([metric[c]["ngram4_aggregation"] for c in metric],
+                           [ret[c]["total"] for c in metric])
+    row = corr[(corr.metric == "ngram4_aggregation") & (corr.dimension == "total")].iloc[0]
+    assert row.n == 3 and np.isfinite(row.rho)
+    assert row.rho == pytest.approx(want.statistic)
+    assert row.p == pytest.approx(want.pvalue)
+    with pytest.raises(ValueError, match="Z"):
+        report.correlation_table(make_metrics(), retention, calibs=["A", "B", "Z"])
+
+
+def test_chance_adjusted_correlation(retention):
+    corr = report.correlation_table(make_metrics(), retention, value="chance_adjusted")
+    adj = {c: np.mean([hand_adjusted(c, s)["total"] for s in (0, 1)]) for c in CALIBS}
+    ngram = {c: np.mean([NGRAM[c, s] for s in (0, 1)]) for c in CALIBS}
+    want = stats.spearmanr([ngram[c] for c in CALIBS], [adj[c] for c in CALIBS])
+    row = corr[(corr.metric == "ngram4_aggregation") & (corr.dimension == "total")].iloc[0]
+    assert row.rho == pytest.approx(want.statistic)
+
+
+def test_opposite_sign_pairs(retention):
+    corr = report.correlation_table(make_metrics(), retention)
+    pairs = report.opposite_sign_pairs(corr)
+    assert list(pairs[["metric", "dim_pos", "dim_neg"]].itertuples(index=False, name=None)) == [
+        ("perplexity", "general", "math")]
+
+
+# --- output files ---------------------------------------------------------------------------------
+
+def test_write_table_roundtrip(tmp_path, retention):
+    csv, parquet = report.write_table(retention, tmp_path / "sub" / "retention_0.6")
+    assert csv.name == "retention_0.6.csv" and parquet.name == "retention_0.6.parquet"
+    back = pd.read_parquet(parquet)
+    pd.testing.assert_frame_equal(back.reset_index(drop=True), retention, check_dtype=False)
+    assert len(pd.read_csv(csv)) == len(retention)
+    assert sorted(os.listdir(tmp_path / "sub")) == ["retention_0.6.csv", "retention_0.6.parquet"]
+
+
+def test_plots_are_deterministic_pngs(tmp_path, retention):
+    corr = report.correlation_table(make_metrics(), retention)
+    for fn, data in ((report.plot_rho_heatmap, corr), (report.plot_retention, retention)):
+        a, b = tmp_path / f"{fn.__name__}_a.png", tmp_path / f"{fn.__name__}_b.png"
+        fn(data, a)
+        fn(data, b)
+        assert a.read_bytes()[:8] == PNG_MAGIC
+        assert a.stat().st_size > 1000
+        assert a.read_bytes() == b.read_bytes()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_heatmap_several_panels(tmp_path, retention):
+    corr = report.correlation_table(make_metrics(), retention)
+    other = corr.assign(sparsity=0.5)
+    path = report.plot_rho_heatmap(pd.concat([corr, other], ignore_index=True), tmp_path / "h.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+# --- markdown -------------------------------------------------------------------------------------
+
+def hand_corr() -> pd.DataFrame:
+    rows = [("perplexity", "general", 0.71, 0.004), ("perplexity", "math", -0.53, 0.03),
+            ("perplexity", "code", -0.59, 0.01), ("perplexity", "total", 0.10, 0.5),
+            ("entropy", "general", 0.80, 0.01), ("entropy", "math", 0.30, 0.4),
+            ("entropy", "code", -0.9, 0.2), ("entropy", "total", 0.2, 0.6)]
+    return pd.DataFrame([{"model": MODEL, "method": "sparsegpt", "sparsity": 0.6, "metric": m,
+                          "dimension": d, "rho": r, "p": p, "n": 15} for m, d, r, p in rows])
+
+
+def test_markdown_contents(tmp_path, retention):
+    path = report.write_markdown(retention, hand_corr(), make_metrics(), tmp_path / "report.md",
+                                 title="test report", notes=["built-in world"])
+    text = path.read_text()
+    assert text.startswith("# test report\n")
+    assert "- built-in world" in text
+    for definition in report.DEFINITIONS:
+        assert definition in text
+    # dense scores
+    assert "gen_mc" in text and "0.800" in text and "0.250" in text
+    # retention (%): D has the highest total, A the lowest; order by total descending
+    totals = {c: 100 * np.mean([hand_retention(c, s)["total"] for s in (0, 1)]) for c in CALIBS}
+    section = text.split("### Retention (%)")[1].split("###")[0]
+    calib_lines = [ln for ln in section.splitlines() if ln.startswith("|") and ln.split("|")[1].strip() in CALIBS]
+    order = [ln.split("|")[1].strip() for ln in calib_lines]
+    assert order == sorted(CALIBS, key=lambda c: -totals[c])
+    for c in CALIBS:
+        assert f"{totals[c]:.1f}" in section
+    # best / worst / spread for general
+    gen = {c: 100 * np.mean([hand_retention(c, s)["general"] for s in (0, 1)]) for c in CALIBS}
+    best_section = text.split("### Best and worst source per dimension")[1].split("###")[0]
+    gen_line = next(ln for ln in best_section.splitlines() if ln.split("|")[1:2] and
+                    ln.split("|")[1].strip() == "general")
+    cells = [x.strip() for x in gen_line.split("|")[1:-1]]
+    assert cells == ["general", "D", f"{gen['D']:.1f}", "A", f"{gen['A']:.1f}",
+                     f"{gen['D'] - gen['A']:.1f}"]
+    # rho/p table and the opposite-sign line
+    assert "+0.71 (p=0.004)" in text and "-0.53 (p=0.030)" in text
+    assert ("Opposite-sign pairs (p < 0.05): perplexity: general +0.71 (p=0.004) vs "
+            "math -0.53 (p=0.030), code -0.59 (p=0.010).") in text
+    assert "entropy:" not in text
+    assert "n = 15" in text
+    # OIT metric table: means over seeds
+    assert "perplexity" in text and "ngram4_aggregation" in text
+    assert "| 11 " in text or "| 11  " in text or " 11 |" in text   # A: mean(10, 12)
+    # deterministic
+    again = report.write_markdown(retention, hand_corr(), make_metrics(), tmp_path / "again.md",
+                                  title="test report", notes=["built-in world"])
+    assert again.read_text() == text
+
+
+def test_markdown_no_opposite_sign(tmp_path, retention):
+    corr = hand_corr()
+    corr = corr[corr.metric == "entropy"]
+    text = report.write_markdown(retention, corr, make_metrics(), tmp_path / "r.md").read_text()
+    assert "Opposite-sign pairs (p < 0.05): none." in text
+
+
+def test_markdown_from_real_correlations(tmp_path, retention):
+    corr = report.correlation_table(make_metrics(), retention)
+    text = report.write_markdown(retention, corr, make_metrics(), tmp_path / "r.md").read_text()
+    assert "perplexity: general +1.00 (p<0.001) vs math -1.00 (p<0.001)." in text
+    assert "n/a" in text   # the constant metric
+
+
+def test_markdown_fallback_formatter(tmp_path, retention, monkeypatch):
+    monkeypatch.setattr(report, "_HAVE_TABULATE", False)
+    text = report.write_markdown(retention, hand_corr(), make_metrics(), tmp_path / "r.md").read_text()
+    assert "| metric | general | math | code | total |" in text
+    assert "| perplexity | +0.71 (p=0.004) | -0.53 (p=0.030) | -0.59 (p=0.010) | +0.10 (p=0.500) |" in text
+    table = report._markdown_table(pd.DataFrame({"a": ["x|y"], "b": ["1"]}))
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
