@@ -7,6 +7,8 @@ rule corpus:
     params:
         spec=source_spec,
         world_seed=lambda wc: world_seed_of(source_spec(wc)),
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/corpus/{calib}.log",
     script:
@@ -24,6 +26,8 @@ rule shard:
         spec=source_spec,
         nsamples=config["calibration"]["nsamples"],
         seqlen=config["calibration"]["seqlen"],
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/shard/{model}/{calib}/seed{seed}.log",
     script:

@@ -12,6 +12,8 @@ rule evaluate_dense:
         harness={k: v for k, v in config["evaluation"].items() if k != "dimensions"},
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         task_dir=TASK_DIR,
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/evaluate_dense/{model}/{dimension}.log",
     script:
@@ -29,6 +31,8 @@ rule evaluate_pruned:
         harness={k: v for k, v in config["evaluation"].items() if k != "dimensions"},
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         task_dir=TASK_DIR,
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/evaluate_pruned/{model}/{method}/{sparsity}/{calib}/seed{seed}/{dimension}.log",
     script:

@@ -9,6 +9,8 @@ rule metrics:
         "results/metrics/{model}/{calib}/seed{seed}.json",
     params:
         metrics=config["metrics"],
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/metrics/{model}/{calib}/seed{seed}.log",
     script:
@@ -21,6 +23,8 @@ rule metric_table:
     output:
         csv="results/tables/metrics.csv",
         parquet="results/tables/metrics.parquet",
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/metric_table.log",
     script:

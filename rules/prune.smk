@@ -12,6 +12,8 @@ rule prune:
         percdamp=config["pruning"]["percdamp"],
         batch_size=config["pruning"]["batch_size"],
         dtype=lambda wc: config["models"][wc.model]["dtype"],
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/prune/{model}/{method}/{sparsity}/{calib}/seed{seed}.log",
     script:

@@ -15,6 +15,8 @@ rule report:
     params:
         single_sources=SOURCES,
         title=config["report"]["title"],
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/report.log",
     script:

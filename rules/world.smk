@@ -7,6 +7,8 @@ rule world_corpus:
     params:
         seed=config["world"]["seed"],
         docs=config["world"]["train_docs"],
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/world_corpus.log",
     script:
@@ -21,6 +23,8 @@ rule world_eval_items:
         n=config["world"]["eval_items"],
     wildcard_constraints:
         task="world_[a-z]+",
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/world_eval_items/{task}.log",
     script:
@@ -39,6 +43,8 @@ rule train_world_model:
     wildcard_constraints:
         model="|".join(map(re.escape, WORLD_MODELS)) or "^$",
     threads: workflow.cores
+    conda:
+        "../envs/calmix.yaml"
     log:
         "logs/train_world_model/{model}.log",
     script:

@@ -1,0 +1,141 @@
+"""Workflow tier: lint, dry runs of every config, bad configs, a real tiny run, reruns, determinism.
+
+Each workflow runs in its own temporary working directory (--directory), so results never mix.
+"""
+
+import copy
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+TINY = REPO / "experiments" / "world-tiny.yaml"
+CONFIGS = [REPO / "config.yaml", *sorted((REPO / "experiments").glob("*.yaml"))]
+
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=workdir)
+
+
+def planned_jobs(output: str) -> list[tuple[str, str]]:
+    """(rule, first output) for every job a dry run plans."""
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    output: ([^,\n]+)", output, flags=re.M)
+    return sorted(jobs)
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_lint_is_clean(tmp_path):
+    result = snakemake(tmp_path, "--lint", configfile=REPO / "config.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_dry_run_plans_the_whole_study(tmp_path, config):
+    result = snakemake(tmp_path, "-n", configfile=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rules = {rule for rule, _ in planned_jobs(result.stdout)}
+    assert {"shard", "metrics", "prune", "evaluate_pruned", "evaluate_dense", "report"} <= rules
+
+
+BAD_CONFIGS = {
+    "unknown key": (lambda c: c["pruning"].update(bogus=1), "pruning.bogus"),
+    "wrong type": (lambda c: c["calibration"].update(nsamples="many"), "calibration.nsamples"),
+    "sparsity outside (0,1)": (lambda c: c["pruning"].update(sparsities=[1.2]), "pruning.sparsities[0]"),
+    "unknown source kind": (lambda c: c["calibration"]["sources"].update(x={"kind": "ftp"}), "calibration.sources.x.kind"),
+    "missing local file": (
+        lambda c: c["calibration"]["sources"].update(x={"kind": "local", "path": "nope.txt"}),
+        "calibration.sources.x.path",
+    ),
+    "dimension with no task": (
+        lambda c: c["evaluation"]["dimensions"].update(math={"tasks": []}),
+        "evaluation.dimensions.math.tasks",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS, ids=str)
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, case):
+    edit, key = BAD_CONFIGS[case]
+    config = yaml.safe_load(TINY.read_text())
+    edit(config)
+    result = snakemake(tmp_path, configfile=write_config(tmp_path / "bad.yaml", config))
+    assert result.returncode != 0
+    assert f"config key '{key}'" in result.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """The tiny study run twice from scratch, in two working directories."""
+    runs = []
+    for name in ("first", "second"):
+        workdir = tmp_path_factory.mktemp(name)
+        result = snakemake(workdir, configfile=TINY)
+        assert result.returncode == 0, result.stderr[-5000:]
+        runs.append(workdir)
+    return runs
+
+
+def test_tiny_run_writes_the_report_and_every_log(tiny_runs):
+    workdir = tiny_runs[0]
+    report = (workdir / "results" / "report.md").read_text()
+    assert "Retention" in report and "Spearman" in report
+    for png in ("rho_heatmap.png", "retention.png"):
+        assert (workdir / "results" / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    assert "step 30/30" in (workdir / "logs" / "train_world_model" / "world.log").read_text()
+    assert "layer 2/2" in next((workdir / "logs" / "prune").rglob("*.log")).read_text()
+
+
+def test_two_runs_give_identical_shards_and_metrics(tiny_runs):
+    first, second = tiny_runs
+    files = sorted(p.relative_to(first) for d in ("results/shards", "results/metrics", "results/tables") for p in (first / d).rglob("*") if p.is_file())
+    assert any(p.suffix == ".parquet" for p in files) and any(p.name == "metrics.csv" for p in files)
+    for rel in files:
+        if rel.name.startswith(("retention", "correlations")):
+            continue
+        assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
+
+
+def test_finished_run_plans_nothing(tiny_runs):
+    result = snakemake(tiny_runs[0], "-n", configfile=TINY)
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_runs, tmp_path):
+    workdir = tmp_path / "grown"
+    shutil.copytree(tiny_runs[0], workdir, symlinks=True)
+    config = yaml.safe_load(TINY.read_text())
+    grown = copy.deepcopy(config)
+    grown["calibration"]["sources"]["stories"] = {"kind": "world", "generator": "stories", "docs": 40}
+    result = snakemake(workdir, "-n", configfile=write_config(tmp_path / "grown.yaml", grown))
+    assert result.returncode == 0, result.stderr
+    dims = list(config["evaluation"]["dimensions"])
+    sparsity = config["pruning"]["sparsities"][0]
+    expected = sorted([
+        ("corpus", "results/corpora/stories.jsonl"),
+        ("shard", "results/shards/world/stories/seed0.parquet"),
+        ("metrics", "results/metrics/world/stories/seed0.json"),
+        ("prune", f"results/pruned/world/sparsegpt/{sparsity}/stories/seed0"),
+        *[("evaluate_pruned", f"results/eval/world/sparsegpt/{sparsity}/stories/seed0/{d}.json") for d in dims],
+        ("metric_table", "results/tables/metrics.csv"),
+        ("report", "results/report.md"),
+    ])
+    planned = [job for job in planned_jobs(result.stdout) if job[0] != "all"]
+    assert planned == expected
