@@ -45,5 +45,5 @@ def test_eval_items_have_the_task_format():
     math = world.eval_items("world_math", 20, seed=0)
     for item in math:
         a, b = (int(t) for t in re.findall(r"\d+", item["prompt"])[:2])
-        expected = a + b if "finds" in item["prompt"] else a - b
+        expected = a + b if "gets" in item["prompt"] else a - b
         assert item["answer"] == str(expected)
