@@ -479,30 +479,9 @@ def plot_retention(retention: pd.DataFrame, path: str | os.PathLike) -> Path:
 # Markdown
 # --------------------------------------------------------------------------------------------------
 
-try:  # pandas' to_markdown needs tabulate; fall back to a small formatter without it.
-    import tabulate as _tabulate  # noqa: F401
-    _HAVE_TABULATE = True
-except ImportError:  # pragma: no cover - depends on the environment
-    _HAVE_TABULATE = False
-
-
-def _markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub-style pipe table of ``df`` (index ignored), cells as given by ``str``."""
-    def cell(v: object) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-    header = [cell(c) for c in df.columns]
-    body = [[cell(v) for v in row] for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines)
-
-
 def _to_markdown(df: pd.DataFrame) -> str:
     """Cells must already be strings: numbers are formatted by the caller, never re-parsed."""
-    df = df.astype(str)
-    if _HAVE_TABULATE:
-        return df.to_markdown(index=False, disable_numparse=True)
-    return _markdown_table(df)
+    return df.astype(str).to_markdown(index=False, disable_numparse=True)
 
 
 def _pct(v: float) -> str:

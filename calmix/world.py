@@ -59,6 +59,7 @@ _ITEMS = ["apple", "book", "coin", "pencil", "stamp", "marble", "card", "shell",
 _OPS = {"add": "+", "sub": "-", "mul": "*"}
 _OP_WORDS = {"add": "adds {k} to", "sub": "subtracts {k} from", "mul": "multiplies {k} with"}
 _PARAMS = ["x", "n", "a", "value", "num", "y"]
+_PRETRAIN_FORMATS = ["web", "encyclopedia", "stories", "qa", "chat", "code_instruct", "equations", "commonsense"]
 _NOISE = [
     "Click here to subscribe to our newsletter.", "All rights reserved.", "Posted on {d} by admin.",
     "Share this page with your friends.", "Read more about this topic below.", "Last updated {d}.",
@@ -214,7 +215,11 @@ class World:
         return q + a
 
     def _pretrain(self, rng: random.Random) -> str:
-        # Math gets the largest share: copying operands over a sentence is the hardest skill here.
+        # Mostly the four domains in their evaluated form; math gets the largest share because
+        # copying operands over a sentence is the hardest skill here. A fifth is the other sources'
+        # formats (chat, QA, instructions, ...), as a real pretraining mix holds them too.
+        if rng.random() < 0.2:
+            return self.generators()[rng.choice(_PRETRAIN_FORMATS)](rng)
         return self._domain_text(rng.choices(["general", "commonsense", "code", "math"], [0.25, 0.2, 0.2, 0.35])[0], rng)
 
     def _web(self, rng: random.Random) -> str:

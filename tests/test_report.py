@@ -350,12 +350,3 @@ def test_markdown_from_real_correlations(tmp_path, retention):
     text = report.write_markdown(retention, corr, make_metrics(), tmp_path / "r.md").read_text()
     assert "perplexity: general +1.00 (p<0.001) vs math -1.00 (p<0.001)." in text
     assert "n/a" in text   # the constant metric
-
-
-def test_markdown_fallback_formatter(tmp_path, retention, monkeypatch):
-    monkeypatch.setattr(report, "_HAVE_TABULATE", False)
-    text = report.write_markdown(retention, hand_corr(), make_metrics(), tmp_path / "r.md").read_text()
-    assert "| metric | general | math | code | total |" in text
-    assert "| perplexity | +0.71 (p=0.004) | -0.53 (p=0.030) | -0.59 (p=0.010) | +0.10 (p=0.500) |" in text
-    table = report._markdown_table(pd.DataFrame({"a": ["x|y"], "b": ["1"]}))
-    assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
