@@ -102,13 +102,13 @@ def test_tiny_run_writes_the_report_and_every_log(tiny_runs):
     assert "layer 2/2" in next((workdir / "logs" / "prune").rglob("*.log")).read_text()
 
 
-def test_two_runs_give_identical_shards_and_metrics(tiny_runs):
+def test_two_runs_give_identical_shards_metrics_and_pruned_weights(tiny_runs):
     first, second = tiny_runs
     files = sorted(p.relative_to(first) for d in ("results/shards", "results/metrics", "results/tables") for p in (first / d).rglob("*") if p.is_file())
+    files += sorted(p.relative_to(first) for p in (first / "results" / "pruned").rglob("*.safetensors"))
     assert any(p.suffix == ".parquet" for p in files) and any(p.name == "metrics.csv" for p in files)
+    assert any(p.suffix == ".safetensors" for p in files)
     for rel in files:
-        if rel.name.startswith(("retention", "correlations")):
-            continue
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
 
