@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: $(STAMP)
 	$(VENV)/bin/snakemake --cores all
+	@echo "Report: results/report.md (plots in results/plots/, tables in results/tables/)"
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q tests

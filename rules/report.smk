@@ -11,7 +11,9 @@ rule report:
         heatmap="results/plots/rho_heatmap.png",
         retention_plot="results/plots/retention.png",
         retention="results/tables/retention.csv",
+        retention_parquet="results/tables/retention.parquet",
         correlations="results/tables/correlations.csv",
+        correlations_parquet="results/tables/correlations.parquet",
     params:
         single_sources=SOURCES,
         title=config["report"]["title"],

@@ -15,4 +15,9 @@ report.write_table(retention, out.retention.removesuffix(".csv"))
 report.write_table(corr, out.correlations.removesuffix(".csv"))
 report.plot_rho_heatmap(corr, out.heatmap)
 report.plot_retention(retention, out.retention_plot)
-report.write_markdown(retention, corr, metrics, out.md, title=snakemake.params.title)
+provenance = [
+    "Scores: results/eval/<model>/dense|<method>/.../<dimension>.json (lm-eval via calmix.evaluation).",
+    f"Retention and correlations: {out.retention}, {out.correlations} (calmix.report).",
+    f"OIT metrics: {snakemake.input.metrics} (calmix.metrics, on the windows in results/shards/).",
+]
+report.write_markdown(retention, corr, metrics, out.md, title=snakemake.params.title, notes=provenance)
