@@ -51,6 +51,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         return f"config key '{key_path(where + [extra[0]])}': unknown key. Allowed here: {', '.join(allowed)}"
+    if error.validator == "not" and error.instance == "none":
+        return f"config key '{key_path(where + ['none'])}': the name 'none' is reserved for data-free pruning; rename the source"
+    if error.validator == "pattern" and where and where[-1] in ("sources", "models", "dimensions"):
+        return f"config key '{key_path(where + [error.instance])}': names may hold only letters, digits, '_', '.', '-' (they become file names)"
     if error.validator == "required":
         missing = error.message.split("'")[1]
         return f"config key '{key_path(where + [missing])}': required but missing"

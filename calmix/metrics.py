@@ -54,10 +54,10 @@ class MetricContext:
         out = []
         with torch.no_grad():
             for start in range(0, len(self.windows), self.batch_size):
-                x = torch.from_numpy(self.windows[start:start + self.batch_size].astype(np.int64))
+                x = torch.from_numpy(self.windows[start:start + self.batch_size].astype(np.int64)).to(self.model.device)
                 logits = self.model(input_ids=x, use_cache=False).logits.double()
                 nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), x[:, 1:], reduction="none")
-                out.append(nll.numpy())
+                out.append(nll.cpu().numpy())
         return np.concatenate(out)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
@@ -25,41 +26,70 @@ def load_model(path: str | Path, dtype: str = "float32"):
     return model.eval()
 
 
-def prune_checkpoint(
-    model_dir: str | Path, shard: str | Path, out_dir: str | Path, *, method: str, sparsity: float,
-    blocksize: int = 128, percdamp: float = 0.01, batch_size: int = 16, dtype: str = "float32",
-) -> dict:
-    """Prune model_dir with the shard's windows and save to out_dir, reloaded and verified first.
+def parse_target(label: str) -> tuple[float, int, int]:
+    """Path label of a pruning target -> (sparsity, N, M): '0.6' -> (0.6, 0, 0), '2of4' -> (0.5, 2, 4)."""
+    if "of" in label:
+        n, m = (int(x) for x in label.split("of"))
+        return n / m, n, m
+    return float(label), 0, 0
 
-    The checkpoint is dense safetensors with exact zeros (what transformers and vLLM load) plus
+
+def target_label(label: str) -> str:
+    """How reports name a target: '0.6' stays, '2of4' becomes '2:4'."""
+    return label.replace("of", ":")
+
+
+def _verify(model, sparsity: float, prunen: int, prunem: int, skip: list[str]) -> dict:
+    """Sparsity of the reloaded checkpoint's pruned linears; an error if any is off target."""
+    from calmix.pruning import PruningError, model_sparsity, nm_valid
+
+    found = model_sparsity(model)
+    checked = {n: s for n, s in found["layers"].items() if not any(fnmatch(n, p) for p in skip)}
+    off = sorted(n for n, s in checked.items() if abs(s - sparsity) > SPARSITY_TOLERANCE)
+    if prunem:
+        weights = dict(model.named_parameters())
+        off += sorted(n for n in checked if not nm_valid(weights[f"{n}.weight"].detach(), prunen, prunem))
+    if off:
+        raise PruningError(
+            f"reloaded checkpoint is off target {sparsity:g}{f' ({prunen}:{prunem})' if prunem else ''}: "
+            f"{len(off)} linear layers, e.g. {off[:3]} (sparsities {[round(checked[n], 4) for n in off[:3]]})"
+        )
+    return {"sparsity": sum(checked.values()) / max(1, len(checked)), "layers_checked": len(checked), **({"nm_valid": True} if prunem else {})}
+
+
+def prune_checkpoint(
+    model_dir: str | Path, shard: str | Path | None, out_dir: str | Path, *, method: str, target: str,
+    dtype: str = "float32", device: str = "cpu", skip: list[str] = (), **options,
+) -> dict:
+    """Prune model_dir (with the shard's windows unless data-free) into out_dir, verified on reload.
+
+    target is the path label ('0.6' or '2of4'); options go to calmix.pruning.prune_model. The
+    checkpoint is dense safetensors with exact zeros (what transformers and vLLM load) plus
     prune_report.json. A checkpoint whose reloaded sparsity is off target is an error, never output.
     """
-    from calmix.pruning import PruningError, model_sparsity, prune_model
+    from calmix.pruning import prune_model
 
     start = time.perf_counter()
+    sparsity, prunen, prunem = parse_target(target)
     model = load_model(model_dir, dtype)
-    windows = torch.from_numpy(load_windows(shard))
+    windows = torch.from_numpy(load_windows(shard)) if shard is not None else None
     report = prune_model(
-        model, windows, sparsity, method=method, blocksize=blocksize, percdamp=percdamp, batch_size=batch_size,
+        model, windows, sparsity, method=method, prunen=prunen, prunem=prunem, device=device,
+        skip=list(skip), **options,
     )
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(str(tmp))
         load_tokenizer(model_dir).save_pretrained(str(tmp))
-        reloaded = model_sparsity(load_model(tmp, dtype))
-        off = {n: s for n, s in reloaded["layers"].items() if abs(s - sparsity) > SPARSITY_TOLERANCE}
-        if abs(reloaded["sparsity"] - sparsity) > SPARSITY_TOLERANCE or off:
-            raise PruningError(
-                f"{out_dir}: reloaded sparsity {reloaded['sparsity']:.4f} is off target {sparsity} "
-                f"(layers off target: {sorted(off)[:5]})"
-            )
+        verified = _verify(load_model(tmp, dtype), sparsity, prunen, prunem, list(skip))
         report.update(
-            shard=str(shard),
-            shard_sha256=read_json(manifest_path(shard))["sha256"],
+            target=target_label(target),
+            shard=str(shard) if shard is not None else None,
+            shard_sha256=read_json(manifest_path(shard))["sha256"] if shard is not None else None,
             dense_model=str(model_dir),
-            verified_sparsity=reloaded["sparsity"],
+            verified=verified,
             weights_sha256={p.name: sha256_file(p) for p in sorted(tmp.glob("*.safetensors"))},
             job_wall_time_s=round(time.perf_counter() - start, 2),
         )
         write_json(tmp / "prune_report.json", report)
-    log.info("pruned %s to %.4f sparsity -> %s", model_dir, reloaded["sparsity"], out_dir)
+    log.info("pruned %s with %s to %s (verified sparsity %.4f) -> %s", model_dir, method, target_label(target), verified["sparsity"], out_dir)
     return report

@@ -1,6 +1,6 @@
-"""One-shot pruning of causal LMs with SparseGPT (Frantar & Alistarh, 2023).
+"""One-shot pruning of causal LMs: SparseGPT (Frantar & Alistarh, 2023), Wanda (Sun et al., 2024), magnitude.
 
-Follows IST-DASLab/sparsegpt (see REFERENCE.md, "SparseGPT") with three deliberate changes:
+SparseGPT follows IST-DASLab/sparsegpt (see REFERENCE.md, "SparseGPT") with three deliberate changes:
 
 * the unstructured mask prunes exactly ``int(numel * sparsity)`` entries per column block (the
   reference's ``score <= threshold`` prunes one extra entry per block, and more on ties);
@@ -9,17 +9,26 @@ Follows IST-DASLab/sparsegpt (see REFERENCE.md, "SparseGPT") with three delibera
 * the driver records every argument the model passes to each decoder layer (transformers 5 passes
   rotary ``position_embeddings`` and per-layer-type attention masks), instead of only the mask.
 
+Wanda (REFERENCE.md, "Wanda") prunes exactly ``floor(in * sparsity)`` per row with a stable sort (the
+reference's ``<=`` threshold prunes extra entries on ties); its cumulative variant never prunes a whole
+row by accident (the reference gathers index -1 when no entry is below the threshold).
+
 The driver works one decoder layer at a time with error propagation: layer ``i`` is calibrated on
-the outputs of the already pruned layers ``< i``.
+the outputs of the already pruned layers ``< i``. Linears that receive the same input tensor (q/k/v,
+gate/up) share one statistic, found by a probe rather than by module names; the reference
+accumulates one Hessian per linear.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import resource
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from typing import Any
 
 import torch
@@ -29,7 +38,10 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "PruningError",
+    "Pruner",
     "sparsegpt_prune",
+    "wanda_prune",
+    "magnitude_prune",
     "prune_model",
     "model_sparsity",
     "decoder_layers",
@@ -39,6 +51,11 @@ __all__ = [
 
 #: How many times a failed Cholesky factorisation is retried, each with 10x the damping.
 CHOLESKY_RETRIES = 3
+
+#: Cumulative Wanda: the achieved sparsity is within this of the target (the Wanda reference's
+#: tolerance), else a warning is logged. For real-valued scores it is in fact within one entry; only
+#: many tied rows, or more zero scores than the target, can make the steps in alpha coarser.
+CUMULATIVE_TOLERANCE = 1e-3
 
 # Where the decoder layer list lives, tried in order (attribute paths from the *ForCausalLM model).
 _LAYER_PATHS = (
@@ -60,24 +77,32 @@ class PruningError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def _check_args(sparsity: float, prunen: int, prunem: int, blocksize: int, columns: int) -> None:
+def _check_args(sparsity: float, prunen: int, prunem: int, columns: int) -> None:
     if not 0.0 <= sparsity <= 1.0:
         raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
-    if blocksize < 1:
-        raise ValueError(f"blocksize must be >= 1, got {blocksize}")
     if prunem < 0 or prunen < 0:
         raise ValueError(f"N:M needs prunen, prunem >= 0, got {prunen}:{prunem}")
     if prunem > 0:
         if not 0 < prunen <= prunem:
             raise ValueError(f"N:M needs 0 < N <= M, got {prunen}:{prunem}")
-        # Groups are aligned to absolute column indices, so a block must hold whole groups and the
-        # last group must be complete.
-        if blocksize % prunem:
-            raise ValueError(f"blocksize {blocksize} is not a multiple of M={prunem}")
+        # Groups are aligned to absolute column indices, so the last group must be complete.
         if columns % prunem:
             raise ValueError(f"in_features {columns} is not a multiple of M={prunem}")
     elif prunen:
         raise ValueError(f"prunen={prunen} given without prunem")
+
+
+def _check_blocksize(blocksize: int, prunem: int) -> None:
+    if blocksize < 1:
+        raise ValueError(f"blocksize must be >= 1, got {blocksize}")
+    if prunem and blocksize % prunem:  # a block must hold whole N:M groups
+        raise ValueError(f"blocksize {blocksize} is not a multiple of M={prunem}")
+
+
+def _check_weight(weight: torch.Tensor) -> tuple[int, int]:
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features), got {tuple(weight.shape)}")
+    return weight.shape
 
 
 def _inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, float]:
@@ -126,12 +151,11 @@ def _sparsegpt(
     percdamp: float = 0.01,
 ) -> tuple[torch.Tensor, float]:
     """SparseGPT sweep; returns (pruned weight, relative damping used)."""
-    if weight.dim() != 2:
-        raise ValueError(f"weight must be 2-D (out_features, in_features), got {tuple(weight.shape)}")
-    rows, columns = weight.shape
+    rows, columns = _check_weight(weight)
     if hessian.shape != (columns, columns):
         raise ValueError(f"hessian must be {columns}x{columns}, got {tuple(hessian.shape)}")
-    _check_args(sparsity, prunen, prunem, blocksize, columns)
+    _check_args(sparsity, prunen, prunem, columns)
+    _check_blocksize(blocksize, prunem)
 
     W = weight.detach().to(torch.float32, copy=True)
     H = hessian.detach().to(device=W.device, dtype=torch.float32, copy=True)
@@ -224,17 +248,160 @@ def reconstruction_error(weight: torch.Tensor, pruned: torch.Tensor, hessian: to
     return num / den if den > 0 else None
 
 
-def _prune_sparsegpt(
-    weight: torch.Tensor, hessian: torch.Tensor, **opts: Any
+# --------------------------------------------------------------------------------------------
+# Wanda and magnitude on one weight matrix (masks only, no weight update)
+# --------------------------------------------------------------------------------------------
+
+
+def _lowest_mask(scores: torch.Tensor, sparsity: float, prunen: int, prunem: int, per_row: bool) -> torch.Tensor:
+    """Boolean mask of the lowest scores: N per aligned group of M inputs in every row (N:M), else
+    ``int(n * sparsity)`` per row (``per_row``) or over the whole matrix. A stable sort makes ties
+    deterministic (the lower index is pruned first) and the count exact."""
+    rows, columns = scores.shape
+    if prunem:
+        groups, k = scores.reshape(rows, columns // prunem, prunem), prunen
+    elif per_row:
+        groups, k = scores, int(columns * sparsity)
+    else:
+        groups, k = scores.reshape(-1), int(scores.numel() * sparsity)
+    mask = torch.zeros_like(groups, dtype=torch.bool)
+    mask.scatter_(-1, torch.argsort(groups, dim=-1, stable=True)[..., :k], True)
+    return mask.reshape(rows, columns)
+
+
+def _cumulative_mask(scores: torch.Tensor, sparsity: float) -> tuple[torch.Tensor, float]:
+    """Wanda's cumulative variant: per row, prune the ascending-sorted prefix whose cumulative score
+    is <= alpha * row sum, with one alpha for the matrix chosen by bisection so that the matrix
+    sparsity is as close to the target as the steps of the count allow (see CUMULATIVE_TOLERANCE)."""
+    columns = scores.shape[1]
+    ordered, order = torch.sort(scores, dim=1, stable=True)
+    cumsum = torch.cumsum(ordered.double(), dim=1)
+    row_sum = cumsum[:, -1:]  # exactly the last cumulative value, so alpha = 1 prunes every entry
+
+    def pruned(alpha: float) -> torch.Tensor:  # per row: how many sorted entries are pruned
+        return torch.searchsorted(cumsum, alpha * row_sum, right=True)
+
+    target = int(scores.numel() * sparsity)
+    # Invariant count(lo) < target <= count(hi); if zero scores alone reach the target, alpha = 0.
+    lo, hi = 0.0, (1.0 if int(pruned(0.0).sum()) < target else 0.0)
+    for _ in range(60 if hi > lo else 0):  # count steps in alpha; 60 halvings exhaust double precision
+        mid = (lo + hi) / 2
+        if int(pruned(mid).sum()) >= target:
+            hi = mid
+        else:
+            lo = mid
+    alpha = min((hi, lo), key=lambda a: abs(int(pruned(a).sum()) - target))
+    counts = pruned(alpha)
+    achieved = int(counts.sum()) / scores.numel()
+    if abs(achieved - sparsity) > CUMULATIVE_TOLERANCE:
+        log.warning("cumulative Wanda reached sparsity %.5f for target %.5f (alpha %.6g)", achieved, sparsity, alpha)
+    prune_sorted = torch.arange(columns, device=scores.device).unsqueeze(0) < counts
+    mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, order, prune_sorted)
+    return mask, alpha
+
+
+def _wanda(
+    weight: torch.Tensor,
+    input_sq_norms: torch.Tensor,
+    sparsity: float,
+    prunen: int = 0,
+    prunem: int = 0,
+    cumulative: bool = False,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    pruned, damp = _sparsegpt(weight, hessian, **opts)
+    """Wanda; returns (pruned weight, report fields: alpha for the cumulative variant)."""
+    _, columns = _check_weight(weight)
+    if input_sq_norms.shape != (columns,):
+        raise ValueError(f"input_sq_norms must have shape ({columns},), got {tuple(input_sq_norms.shape)}")
+    _check_args(sparsity, prunen, prunem, columns)
+    if cumulative and prunem:
+        raise ValueError("the cumulative Wanda variant is unstructured; it cannot be combined with N:M")
+    norms = input_sq_norms.detach().to(device=weight.device, dtype=torch.float32)
+    if not torch.isfinite(norms).all() or (norms < 0).any():
+        raise PruningError("input norms contain NaN, Inf or negative values (non-finite calibration activations)")
+    scores = weight.detach().abs().float() * norms.sqrt()
+    if cumulative:
+        mask, alpha = _cumulative_mask(scores, sparsity)
+        return weight.detach().masked_fill(mask, 0), {"alpha": alpha}
+    return weight.detach().masked_fill(_lowest_mask(scores, sparsity, prunen, prunem, per_row=True), 0), {}
+
+
+def wanda_prune(
+    weight: torch.Tensor,
+    input_sq_norms: torch.Tensor,
+    sparsity: float,
+    prunen: int = 0,
+    prunem: int = 0,
+    cumulative: bool = False,
+) -> torch.Tensor:
+    """Prune ``weight`` (out x in) with Wanda: score |W_ij| * sqrt(s_j), no weight update.
+
+    ``input_sq_norms[j]`` is the mean over sequences of the squared L2 norm (over tokens) of input
+    channel j, i.e. diag(H) / 2 of the SparseGPT Hessian. Unstructured: exactly
+    ``int(in_features * sparsity)`` lowest scores per output row (the output is a weighted sum of
+    a row, so rows are the comparison group). N:M (``prunem > 0``, ``sparsity`` ignored): the N
+    lowest per row in every aligned group of M inputs. ``cumulative``: the variant with one
+    threshold alpha on per-row cumulative scores (unstructured only; within CUMULATIVE_TOLERANCE of
+    the target). Returns a new tensor with the dtype and shape of ``weight``.
+    """
+    return _wanda(weight, input_sq_norms, sparsity, prunen, prunem, cumulative)[0]
+
+
+def magnitude_prune(weight: torch.Tensor, sparsity: float, prunen: int = 0, prunem: int = 0) -> torch.Tensor:
+    """Data-free baseline: zero the ``int(numel * sparsity)`` smallest |w| of the whole matrix, or
+    per row the N smallest in every aligned group of M inputs (``sparsity`` then ignored)."""
+    _, columns = _check_weight(weight)
+    _check_args(sparsity, prunen, prunem, columns)
+    mask = _lowest_mask(weight.detach().abs().float(), sparsity, prunen, prunem, per_row=False)
+    return weight.detach().masked_fill(mask, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Method registry
+# --------------------------------------------------------------------------------------------
+
+
+def _prune_sparsegpt(
+    weight: torch.Tensor, hessian: torch.Tensor, *, sparsity: float, prunen: int = 0, prunem: int = 0,
+    blocksize: int = 128, percdamp: float = 0.01, **_: Any,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    pruned, damp = _sparsegpt(weight, hessian, sparsity, prunen, prunem, blocksize, percdamp)
     return pruned, {"damping": damp}
 
 
-#: Method name -> function(weight, hessian, *, sparsity, prunen, prunem, blocksize, percdamp)
-#: returning (pruned weight, extra per-layer report fields). New methods (wanda, magnitude) go here.
-PRUNERS: dict[str, Callable[..., tuple[torch.Tensor, dict[str, Any]]]] = {
-    "sparsegpt": _prune_sparsegpt,
+def _prune_wanda(
+    weight: torch.Tensor, sq_norms: torch.Tensor, *, sparsity: float, prunen: int = 0, prunem: int = 0,
+    cumulative: bool = False, **_: Any,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    return _wanda(weight, sq_norms, sparsity, prunen, prunem, cumulative)
+
+
+def _prune_magnitude(
+    weight: torch.Tensor, _statistic: None, *, sparsity: float, prunen: int = 0, prunem: int = 0, **_: Any,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    return magnitude_prune(weight, sparsity, prunen, prunem), {}
+
+
+@dataclass(frozen=True)
+class Pruner:
+    """A pruning method and the calibration statistic it needs.
+
+    ``fn(weight, statistic, *, sparsity, prunen, prunem, **options)`` returns (pruned weight, extra
+    per-linear report fields) and ignores options it does not know. ``statistic`` is "hessian"
+    (2/n sum X X^T), "sq_norms" (its diagonal / 2, far cheaper) or None (data-free: no forward).
+    """
+
+    fn: Callable[..., tuple[torch.Tensor, dict[str, Any]]]
+    statistic: str | None
+
+    def __call__(self, weight: torch.Tensor, statistic: Any, **options: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.fn(weight, statistic, **options)
+
+
+#: Method name -> Pruner. prune_model accepts exactly these names.
+PRUNERS: dict[str, Pruner] = {
+    "sparsegpt": Pruner(_prune_sparsegpt, "hessian"),
+    "wanda": Pruner(_prune_wanda, "sq_norms"),
+    "magnitude": Pruner(_prune_magnitude, None),
 }
 
 
@@ -321,11 +488,17 @@ class _Batch:
     hidden: torch.Tensor  # input to the layer being processed
     args: list[tuple]  # per decoder layer: extra positional arguments
     kwargs: list[dict[str, Any]]  # per decoder layer: keyword arguments (masks, rotary cos/sin, ...)
+    mask: torch.Tensor | None = None  # (batch, seqlen) bool, True = real token; None = no padding
 
 
 @torch.no_grad()
 def _capture(
-    model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, batch_size: int, device: torch.device
+    model: nn.Module,
+    layers: nn.ModuleList,
+    windows: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    attention_mask: torch.Tensor | None = None,
 ) -> list[_Batch]:
     """Run the model up to the decoder layers, batch by batch, recording every layer's arguments.
 
@@ -343,8 +516,13 @@ def _capture(
         model.to(device)  # everything but the decoder layers (embeddings, rotary, norms)
         for start in range(0, windows.shape[0], batch_size):
             calls.clear()
+            mask = None
+            inputs = {"input_ids": windows[start : start + batch_size].to(device)}
+            if attention_mask is not None:
+                mask = attention_mask[start : start + batch_size].to(device)
+                inputs["attention_mask"] = mask
             try:
-                model(windows[start : start + batch_size].to(device), use_cache=False)
+                model(**inputs, use_cache=False)
             except _StopForward:
                 pass
             if len(calls) != len(originals) or [c[0] for c in calls] != list(range(len(originals))):
@@ -357,6 +535,7 @@ def _capture(
                     hidden=calls[0][1],
                     args=[c[2] for c in calls],
                     kwargs=[_sanitise_kwargs(c[3]) for c in calls],
+                    mask=None if mask is None else mask.bool(),
                 )
             )
     finally:
@@ -376,36 +555,209 @@ def _layer_output(out: Any) -> torch.Tensor:
     raise TypeError(f"unexpected decoder layer output type {type(out).__name__}")
 
 
-class _Hessian:
-    """Running mean over sequences of 2 X X^T (float32), fed by a forward hook on an nn.Linear."""
+class _Statistic:
+    """Running mean over sequences (as in the reference) of a per-sequence input statistic, float32.
 
-    def __init__(self, columns: int, device: torch.device):
-        self.H = torch.zeros(columns, columns, dtype=torch.float32, device=device)
+    Padding positions (``mask`` False) are dropped before accumulation; every window still counts as
+    one sequence (the driver refuses windows without a real token).
+    """
+
+    def __init__(self, value: torch.Tensor):
+        self.value = value
         self.nsamples = 0
 
-    def add(self, inp: torch.Tensor) -> None:
-        # One matmul per batch; a 2-D input counts as one sequence (as in the reference).
-        batch = inp.shape[0] if inp.dim() > 2 else 1
-        x = inp.reshape(-1, inp.shape[-1]).to(torch.float32)
-        self.H *= self.nsamples / (self.nsamples + batch)
+    def add(self, inp: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        batch = inp.shape[0] if inp.dim() > 2 else 1  # a 2-D input counts as one sequence
+        x = inp.detach().reshape(-1, inp.shape[-1])
+        if mask is not None:
+            x = x[mask.reshape(-1)]
+        x = x.to(torch.float32)
+        self.value *= self.nsamples / (self.nsamples + batch)
         self.nsamples += batch
-        x = x * math.sqrt(2 / self.nsamples)
-        self.H.addmm_(x.t(), x)
+        self._accumulate(x)
 
-    def hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
-        self.add(inputs[0].detach())
+
+class _Hessian(_Statistic):
+    """H = 2/n sum X X^T: one matmul per batch."""
+
+    def __init__(self, columns: int, device: torch.device):
+        super().__init__(torch.zeros(columns, columns, dtype=torch.float32, device=device))
+
+    def _accumulate(self, x: torch.Tensor) -> None:
+        x = x * math.sqrt(2 / self.nsamples)
+        self.value.addmm_(x.t(), x)
+
+
+class _SqNorms(_Statistic):
+    """s_j = 1/n sum over tokens of x_j^2 = diag(H) / 2, without the (in x in) matrix."""
+
+    def __init__(self, columns: int, device: torch.device):
+        super().__init__(torch.zeros(columns, dtype=torch.float32, device=device))
+
+    def _accumulate(self, x: torch.Tensor) -> None:
+        self.value.add_(x.square().sum(0), alpha=1 / self.nsamples)
+
+
+_STATISTICS: dict[str, type[_Statistic]] = {"hessian": _Hessian, "sq_norms": _SqNorms}
 
 
 def _run_layer(layer: nn.Module, batch: _Batch, index: int, name: str) -> torch.Tensor:
     out = _layer_output(layer(batch.hidden, *batch.args[index], **batch.kwargs[index]))
-    if not torch.isfinite(out).all():
+    real = out if batch.mask is None else out[batch.mask]  # padding outputs are never used
+    if not torch.isfinite(real).all():
         raise PruningError(f"decoder layer {name} produced NaN/Inf outputs")
     return out
 
 
+def _stat_groups(
+    linears: dict[str, nn.Linear], run: Callable[[], Any]
+) -> tuple[list[list[str]], dict[str, list[torch.Tensor]]]:
+    """Group the linears that receive the very same input tensors (q/k/v, gate/up) by one probe run.
+
+    Every input is kept alive until the grouping is done, so a freed tensor's memory cannot be reused
+    by another and identity (``is``) is exact. Returns the groups in execution order (the first
+    member, the leader, is the first called; linears not called come last, alone) and the recorded
+    inputs, which serve as the first batch of the statistics.
+    """
+    inputs: dict[str, list[torch.Tensor]] = {}
+
+    def record(name: str) -> Callable[..., None]:
+        return lambda module, args, output: inputs.setdefault(name, []).append(args[0])
+
+    hooks = [lin.register_forward_hook(record(name)) for name, lin in linears.items()]
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    groups: list[list[str]] = []
+    for name in [*inputs, *(n for n in linears if n not in inputs)]:
+        mine = inputs.get(name, [])
+        for group in groups:
+            theirs = inputs.get(group[0], [])
+            if mine and len(mine) == len(theirs) and all(a is b for a, b in zip(mine, theirs)):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups, inputs
+
+
+def _collect(
+    layer: nn.Module, batches: list[_Batch], stats: dict[nn.Linear, _Statistic], index: int, name: str
+) -> None:
+    """One pass of the batches through the layer, each statistic fed by its group leader's inputs."""
+    mask = None
+
+    def hook(stat: _Statistic) -> Callable[..., None]:
+        return lambda module, args, output: stat.add(args[0], mask)
+
+    hooks = [lin.register_forward_hook(hook(stat)) for lin, stat in stats.items()]
+    try:
+        for batch in batches:
+            mask = batch.mask
+            _run_layer(layer, batch, index, name)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def nm_valid(weight: torch.Tensor, prunen: int, prunem: int) -> bool | None:
+    """Whether every aligned group of M inputs in every row has >= N zeros; None if unstructured."""
+    if not prunem:
+        return None
+    rows, columns = weight.shape
+    if columns % prunem:
+        return False
+    return bool(((weight == 0).reshape(rows, columns // prunem, prunem).sum(-1) >= prunen).all())
+
+
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux, bytes on macOS; it covers the whole process lifetime.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10), "process_peak_rss"
+
+
+def _prune_layer(
+    layer: nn.Module,
+    name: str,
+    index: int,
+    batches: list[_Batch],
+    pruner: Pruner,
+    opts: dict[str, Any],
+    skip: list[str],
+    true_sequential: bool,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """Collect one decoder layer's statistics, prune its linears, then propagate the batches.
+
+    Stat groups are pruned in execution order; with ``true_sequential`` each group's statistic is
+    collected after the groups before it are pruned (one pass per group), otherwise all come from
+    one pass through the unpruned layer.
+    """
+    linears = _linears(layer)
+    skipped = {n for n in linears if any(fnmatch(f"{name}.{n}", p) for p in skip)}
+    if pruner.statistic is None:
+        groups, probe = [[n] for n in linears], {}
+    else:
+        groups, probe = _stat_groups(linears, lambda: _run_layer(layer, batches[0], index, name))
+    leader = {member: group[0] for group in groups for member in group}
+    entries: dict[str, dict[str, Any]] = {}
+
+    def report(member: str, weight: torch.Tensor, hessian: torch.Tensor | None, extra: dict[str, Any]) -> None:
+        lin = linears[member]
+        entry: dict[str, Any] = {"name": f"{name}.{member}", **_count(weight), "skipped": member in skipped}
+        entry["stats_group"] = f"{name}.{leader[member]}" if pruner.statistic else None
+        entry["nm_valid"] = nm_valid(weight, opts["prunen"], opts["prunem"])
+        entry["recon_error"] = None if hessian is None else reconstruction_error(lin.weight.data, weight, hessian)
+        entries[member] = {**entry, **extra}
+
+    for member in skipped:
+        report(member, linears[member].weight.data, None, {})
+    todo = [group for group in groups if any(m not in skipped for m in group)]
+    if true_sequential:
+        stages = [[group] for group in todo]
+    else:
+        stages = [todo] if todo else []
+    for k, stage in enumerate(stages):
+        stats: dict[str, _Statistic] = {}
+        if pruner.statistic is not None:
+            stats = {g[0]: _STATISTICS[pruner.statistic](linears[g[0]].in_features, device) for g in stage}
+            if k == 0:  # the probe already ran the first batch through the unpruned layer
+                for lead, stat in stats.items():
+                    for x in probe.get(lead, ()):
+                        stat.add(x, batches[0].mask)
+                probe.clear()
+            _collect(layer, batches[1:] if k == 0 else batches, {linears[g]: s for g, s in stats.items()}, index, name)
+            for lead, stat in stats.items():
+                if stat.nsamples == 0:
+                    log.warning("%s.%s was never called on the calibration data: empty statistic", name, lead)
+        for group in stage:
+            stat = stats[group[0]].value if stats else None
+            for member in group:
+                if member in skipped:
+                    continue
+                lin = linears[member]
+                try:
+                    pruned, extra = pruner(lin.weight.data, stat, **opts)
+                except PruningError as exc:
+                    raise PruningError(f"{name}.{member}: {exc}") from exc
+                report(member, pruned, stat if pruner.statistic == "hessian" else None, extra)
+                lin.weight.data.copy_(pruned)
+                log.debug("%s.%s: %s", name, member, entries[member])
+        del stats
+
+    # Error propagation: the next layer sees what this pruned layer produces.
+    for batch in batches:
+        batch.hidden = _run_layer(layer, batch, index, name)
+    return [entries[n] for n in linears]
+
+
 def prune_model(
     model: nn.Module,
-    windows: torch.LongTensor,
+    windows: torch.LongTensor | None,
     sparsity: float,
     *,
     method: str = "sparsegpt",
@@ -415,28 +767,64 @@ def prune_model(
     blocksize: int = 128,
     percdamp: float = 0.01,
     device: str | torch.device = "cpu",
+    cumulative: bool = False,
+    true_sequential: bool = False,
+    skip: Sequence[str] = (),
+    attention_mask: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Prune the decoder-layer linears of a Hugging Face causal LM in place; return a report.
 
-    ``windows`` (nsamples x seqlen token ids, no padding) are the calibration inputs. Layers are
-    processed in order and each is calibrated on the outputs of the already pruned layers before
-    it (error propagation). Embeddings and lm_head are never pruned. Each decoder layer is moved to
-    ``device`` while it is processed and moved back afterwards. The report is JSON-serialisable:
-    method, sparsity, prunen, prunem, nsamples, seqlen, per-linear ``layers`` (name, numel, zeros,
-    sparsity, damping, recon_error), ``total`` and ``wall_time_s``.
+    ``windows`` (nsamples x seqlen token ids) are the calibration inputs; None is allowed for the
+    data-free ``method="magnitude"``, which runs no forward pass at all. Layers are processed in
+    order and each is calibrated on the outputs of the already pruned layers before it (error
+    propagation); only the current decoder layer and the activations live on ``device``, the other
+    layers stay where they are. Linears fed the same input tensor share one statistic.
+
+    ``sparsity`` is ignored in N:M mode (``prunem > 0``, N = ``prunen``), where the sparsity is N/M.
+    ``cumulative`` selects the cumulative Wanda variant (wanda, unstructured only; ignored
+    otherwise). ``true_sequential`` re-collects each stat group's statistic after the groups
+    before it in the layer are pruned. ``skip``: fnmatch patterns of full linear names left dense;
+    embeddings and lm_head are never pruned. ``attention_mask`` (like ``windows``, 1 = real token)
+    drops padding from every statistic; calmix shards never pad, so it is for other callers.
+
+    The JSON-serialisable report: method; statistic ("hessian", "sq_norms" or None); sparsity,
+    prunen, prunem, cumulative (as applied), true_sequential, skip; nsamples, seqlen and ntokens
+    (real tokens), None when no data is used; ``layers``, one entry per linear in module order:
+    name, numel, zeros, sparsity, skipped, stats_group (its group leader's name; None if data-free),
+    nm_valid (None if unstructured), recon_error (relative output error from the Hessian, None
+    without one or when skipped), plus damping (sparsegpt) or alpha (cumulative wanda) when pruned;
+    ``total`` (numel, zeros, sparsity over all entries, skipped ones included); wall_time_s;
+    peak_memory_mb with peak_memory_kind: "cuda_max_allocated" (since this call started) or
+    "process_peak_rss" (the process's lifetime peak, which may predate this call).
     """
     if method not in PRUNERS:
-        raise ValueError(f"unknown pruning method {method!r}; available: {', '.join(sorted(PRUNERS))}")
-    if not isinstance(windows, torch.Tensor) or windows.dim() != 2 or windows.dtype != torch.long:
-        raise ValueError("windows must be a 2-D torch.LongTensor (nsamples x seqlen)")
-    if windows.shape[0] == 0 or windows.shape[1] == 0:
-        raise ValueError(f"windows is empty: shape {tuple(windows.shape)}")
+        raise ValueError(f"unknown pruning method {method!r}; known methods: {', '.join(sorted(PRUNERS))}")
+    pruner = PRUNERS[method]
+    if windows is None and pruner.statistic is not None:
+        raise ValueError(f"method {method!r} needs calibration windows")
+    if windows is not None and pruner.statistic is not None:
+        if not isinstance(windows, torch.Tensor) or windows.dim() != 2 or windows.dtype != torch.long:
+            raise ValueError("windows must be a 2-D torch.LongTensor (nsamples x seqlen)")
+        if windows.shape[0] == 0 or windows.shape[1] == 0:
+            raise ValueError(f"windows is empty: shape {tuple(windows.shape)}")
+        if attention_mask is not None:
+            if attention_mask.shape != windows.shape or not ((attention_mask == 0) | (attention_mask == 1)).all():
+                raise ValueError(f"attention_mask must be 0/1 with the shape of windows {tuple(windows.shape)}")
+            if not attention_mask.bool().any(1).all():
+                raise ValueError("attention_mask has a window without any real token")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    _check_args(sparsity, prunen, prunem, blocksize, max(prunem, 1))
-    prune_fn = PRUNERS[method]
+    _check_args(sparsity, prunen, prunem, max(prunem, 1))
+    if method == "sparsegpt":
+        _check_blocksize(blocksize, prunem)
+    cumulative = bool(cumulative) and method == "wanda" and not prunem
+    skip = [skip] if isinstance(skip, str) else list(skip)
     device = torch.device(device)
-    opts = dict(sparsity=sparsity, prunen=prunen, prunem=prunem, blocksize=blocksize, percdamp=percdamp)
+    opts = dict(
+        sparsity=sparsity, prunen=prunen, prunem=prunem, blocksize=blocksize, percdamp=percdamp, cumulative=cumulative
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     t_start = time.perf_counter()
     layers, path = _layer_list_and_path(model)
@@ -445,66 +833,51 @@ def prune_model(
     report_layers: list[dict[str, Any]] = []
     try:
         with torch.no_grad():
-            batches = _capture(model, layers, windows, batch_size, device)
-            log.info(
-                "captured %d windows x %d tokens in %d batches; pruning %d decoder layers with %s",
-                windows.shape[0], windows.shape[1], len(batches), len(layers), method,
-            )
+            batches = []
+            if pruner.statistic is not None:
+                batches = _capture(model, layers, windows, batch_size, device, attention_mask)
+                log.info(
+                    "captured %d windows x %d tokens in %d batches; pruning %d decoder layers with %s",
+                    windows.shape[0], windows.shape[1], len(batches), len(layers), method,
+                )
             for index, layer in enumerate(layers):
                 t_layer = time.perf_counter()
-                layer_name = f"{path}.{index}"
                 home = next(layer.parameters()).device
                 layer.to(device)
-                linears = _linears(layer)
-                stats = {name: _Hessian(lin.in_features, device) for name, lin in linears.items()}
-                hooks = [lin.register_forward_hook(stats[name].hook) for name, lin in linears.items()]
                 try:
-                    for batch in batches:
-                        _run_layer(layer, batch, index, layer_name)
-                finally:
-                    for h in hooks:
-                        h.remove()
-
-                for name, lin in linears.items():
-                    H = stats[name].H
-                    full_name = f"{layer_name}.{name}"
-                    try:
-                        pruned, extra = prune_fn(lin.weight.data, H, **opts)
-                    except PruningError as exc:
-                        raise PruningError(f"{full_name}: {exc}") from exc
-                    entry: dict[str, Any] = {"name": full_name}
-                    entry.update(_count(pruned))
-                    entry.update(extra)
-                    entry["recon_error"] = reconstruction_error(lin.weight.data, pruned, H)
-                    lin.weight.data.copy_(pruned)
-                    report_layers.append(entry)
-                    log.debug(
-                        "%s: sparsity %.4f, recon_error %s", full_name, entry["sparsity"], entry["recon_error"]
+                    report_layers += _prune_layer(
+                        layer, f"{path}.{index}", index, batches, pruner, opts, skip, true_sequential, device
                     )
-                del stats
-
-                # Error propagation: the next layer sees what this pruned layer produces.
-                for batch in batches:
-                    batch.hidden = _run_layer(layer, batch, index, layer_name)
-                layer.to(home)
-                log.info(
-                    "layer %d/%d pruned in %.1f s", index + 1, len(layers), time.perf_counter() - t_layer
-                )
+                finally:
+                    layer.to(home)
+                log.info("layer %d/%d pruned in %.1f s", index + 1, len(layers), time.perf_counter() - t_layer)
     finally:
         model.train(was_training)
 
+    unmatched = [p for p in skip if not any(fnmatch(e["name"], p) for e in report_layers)]
+    if unmatched:
+        log.warning("skip patterns that match no linear layer: %s", unmatched)
     numel = sum(e["numel"] for e in report_layers)
     zeros = sum(e["zeros"] for e in report_layers)
+    used = pruner.statistic is not None
+    peak_mb, peak_kind = _peak_memory(device)
     return {
         "method": method,
+        "statistic": pruner.statistic,
         "sparsity": sparsity,
         "prunen": prunen,
         "prunem": prunem,
-        "nsamples": int(windows.shape[0]),
-        "seqlen": int(windows.shape[1]),
+        "cumulative": cumulative,
+        "true_sequential": bool(true_sequential),
+        "skip": skip,
+        "nsamples": int(windows.shape[0]) if used else None,
+        "seqlen": int(windows.shape[1]) if used else None,
+        "ntokens": (int(windows.numel() if attention_mask is None else attention_mask.sum())) if used else None,
         "layers": report_layers,
         "total": {"numel": numel, "zeros": zeros, "sparsity": zeros / numel if numel else 0.0},
         "wall_time_s": time.perf_counter() - t_start,
+        "peak_memory_mb": peak_mb,
+        "peak_memory_kind": peak_kind,
     }
 
 

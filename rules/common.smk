@@ -20,7 +20,9 @@ MODELS = list(config["models"])
 SOURCES = list(config["calibration"]["sources"])
 SEEDS = config["calibration"]["seeds"]
 METHODS = config["pruning"]["methods"]
-SPARSITIES = config["pruning"]["sparsities"]
+DATA_FREE = {"magnitude"}  # methods that use no calibration data: one checkpoint, calib "none"
+DEVICE = config["device"]
+GPU = int(DEVICE == "cuda")
 DIMENSIONS = list(config["evaluation"]["dimensions"])
 TASK_DIR = str(RESOURCES / "lm_eval_tasks")
 
@@ -32,7 +34,7 @@ wildcard_constraints:
     calib="[^/]+",
     seed=r"\d+",
     method="[a-z0-9_]+",
-    sparsity=r"0\.\d+",
+    target=r"0\.\d+|\d+of\d+",
     dimension="[^/]+",
     task="[^/]+",
 
@@ -58,19 +60,52 @@ def task_data(dimension):
     return [f"results/world/eval/{t}.jsonl" for t in tasks if t.startswith("world_")]
 
 
-def shard_path(model, calib, seed):
-    return f"results/shards/{model}/{calib}/seed{seed}.parquet"
+def pruning_targets():
+    """Path labels of the pruning targets: '0.6' for unstructured sparsities, '2of4' for N:M."""
+    structures = config["pruning"]["structures"]
+    labels = [str(s) for s in config["pruning"]["sparsities"]] if "unstructured" in structures else []
+    return labels + [s.replace(":", "of") for s in structures if s != "unstructured"]
 
 
-def pruned_dir(model, method, sparsity, calib, seed):
-    return f"results/pruned/{model}/{method}/{sparsity}/{calib}/seed{seed}"
+TARGETS = pruning_targets()
+
+
+def calibrations(method):
+    """(calibration set, seed) pairs a method is pruned with; data-free methods get one, 'none'."""
+    if method in DATA_FREE:
+        return [("none", 0)]
+    return [(calib, seed) for calib in SOURCES for seed in SEEDS]
+
+
+def pruning_inputs(wildcards):
+    inputs = {"model": model_dir(wildcards.model)}
+    if wildcards.method not in DATA_FREE:
+        inputs["shard"] = f"results/shards/{wildcards.model}/{wildcards.calib}/seed{wildcards.seed}.parquet"
+    return inputs
+
+
+def method_options(wildcards):
+    """Only the knobs this method reads, so tuning one method never reruns another."""
+    p = config["pruning"]
+    options = {"skip": p["skip"]}
+    if wildcards.method == "sparsegpt":
+        options.update(blocksize=p["blocksize"], percdamp=p["percdamp"])
+    if wildcards.method == "wanda":
+        options.update(cumulative=p["wanda_variant"] == "cumulative")
+    if wildcards.method not in DATA_FREE:
+        options.update(true_sequential=p["true_sequential"], batch_size=p["batch_size"])
+    return options
 
 
 def pruned_evals():
-    return expand(
-        "results/eval/{model}/{method}/{sparsity}/{calib}/seed{seed}/{dimension}.json",
-        model=MODELS, method=METHODS, sparsity=SPARSITIES, calib=SOURCES, seed=SEEDS, dimension=DIMENSIONS,
-    )
+    return [
+        f"results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.json"
+        for model in MODELS
+        for method in METHODS
+        for target in TARGETS
+        for calib, seed in calibrations(method)
+        for dimension in DIMENSIONS
+    ]
 
 
 def dense_evals():

@@ -12,6 +12,9 @@ rule evaluate_dense:
         harness={k: v for k, v in config["evaluation"].items() if k != "dimensions"},
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         task_dir=TASK_DIR,
+        device=DEVICE,
+    resources:
+        gpu=GPU,
     conda:
         "../envs/calmix.yaml"
     log:
@@ -22,18 +25,21 @@ rule evaluate_dense:
 
 rule evaluate_pruned:
     input:
-        model="results/pruned/{model}/{method}/{sparsity}/{calib}/seed{seed}",
+        model="results/pruned/{model}/{method}/{target}/{calib}/seed{seed}",
         data=lambda wc: task_data(wc.dimension),
     output:
-        "results/eval/{model}/{method}/{sparsity}/{calib}/seed{seed}/{dimension}.json",
+        "results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.json",
     params:
         tasks=lambda wc: config["evaluation"]["dimensions"][wc.dimension]["tasks"],
         harness={k: v for k, v in config["evaluation"].items() if k != "dimensions"},
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         task_dir=TASK_DIR,
+        device=DEVICE,
+    resources:
+        gpu=GPU,
     conda:
         "../envs/calmix.yaml"
     log:
-        "logs/evaluate_pruned/{model}/{method}/{sparsity}/{calib}/seed{seed}/{dimension}.log",
+        "logs/evaluate_pruned/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.log",
     script:
         "../scripts/evaluate.py"

@@ -9,6 +9,9 @@ rule metrics:
         "results/metrics/{model}/{calib}/seed{seed}.json",
     params:
         metrics=config["metrics"],
+        device=DEVICE,
+    resources:
+        gpu=GPU,
     conda:
         "../envs/calmix.yaml"
     log:

@@ -1,20 +1,21 @@
-# Pruning: one checkpoint per (model, method, sparsity, calibration set, seed), verified on reload.
+# Pruning: one checkpoint per (model, method, target, calibration set, seed), verified on reload.
 
 
 rule prune:
     input:
-        shard="results/shards/{model}/{calib}/seed{seed}.parquet",
-        model=lambda wc: model_dir(wc.model),
+        unpack(pruning_inputs),
     output:
-        directory("results/pruned/{model}/{method}/{sparsity}/{calib}/seed{seed}"),
+        directory("results/pruned/{model}/{method}/{target}/{calib}/seed{seed}"),
     params:
-        blocksize=config["pruning"]["blocksize"],
-        percdamp=config["pruning"]["percdamp"],
-        batch_size=config["pruning"]["batch_size"],
+        options=method_options,
         dtype=lambda wc: config["models"][wc.model]["dtype"],
+        device=DEVICE,
+    resources:
+        gpu=GPU,
+        mem_mb=lambda wc, input: max(2000, int(6 * input.size_mb)),
     conda:
         "../envs/calmix.yaml"
     log:
-        "logs/prune/{model}/{method}/{sparsity}/{calib}/seed{seed}.log",
+        "logs/prune/{model}/{method}/{target}/{calib}/seed{seed}.log",
     script:
         "../scripts/prune.py"

@@ -2,28 +2,32 @@
 
 from pathlib import Path
 
+from calmix.devices import compute_device
 from calmix.evaluation import evaluate
 from calmix.io import write_json
 from calmix.logs import setup_logging
+from calmix.models import target_label
 
 setup_logging(snakemake.log[0], snakemake.threads)
 w = snakemake.wildcards
 harness = snakemake.params.harness
-result = evaluate(
-    snakemake.input.model,
-    snakemake.params.tasks,
-    task_dir=Path(snakemake.params.task_dir),
-    data_root=Path.cwd(),
-    batch_size=harness["batch_size"],
-    limit=harness["limit"],
-    seed=harness["seed"],
-    dtype=snakemake.params.dtype,
-)
+with compute_device(snakemake.params.device) as device:
+    result = evaluate(
+        snakemake.input.model,
+        snakemake.params.tasks,
+        task_dir=Path(snakemake.params.task_dir),
+        data_root=Path.cwd(),
+        batch_size=harness["batch_size"],
+        limit=harness["limit"],
+        seed=harness["seed"],
+        dtype=snakemake.params.dtype,
+        device=device,
+    )
 pruned = "method" in w.keys()
 write_json(snakemake.output[0], {
     "model": w.model,
     "method": w.method if pruned else "dense",
-    "sparsity": float(w.sparsity) if pruned else 0.0,
+    "sparsity": target_label(w.target) if pruned else "dense",
     "calib": w.calib if pruned else None,
     "seed": int(w.seed) if pruned else None,
     "dimension": w.dimension,

@@ -1,5 +1,6 @@
 """Compute the OIT metrics of one calibration shard."""
 
+from calmix.devices import compute_device
 from calmix.io import write_json
 from calmix.logs import setup_logging
 from calmix.metrics import compute_metrics
@@ -9,10 +10,11 @@ from calmix.tokenizer import load_tokenizer
 
 setup_logging(snakemake.log[0], snakemake.threads)
 w = snakemake.wildcards
-values = compute_metrics(
-    load_windows(snakemake.input.shard),
-    snakemake.params.metrics,
-    load_tokenizer(snakemake.input.model),
-    load_model(snakemake.input.model),
-)
+with compute_device(snakemake.params.device) as device:
+    values = compute_metrics(
+        load_windows(snakemake.input.shard),
+        snakemake.params.metrics,
+        load_tokenizer(snakemake.input.model),
+        load_model(snakemake.input.model).to(device),
+    )
 write_json(snakemake.output[0], {"model": w.model, "calib": w.calib, "seed": int(w.seed), **values})

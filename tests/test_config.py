@@ -27,7 +27,9 @@ def _config(**edits):
 
 def test_defaults_come_from_the_schema():
     config = validate_config(_config())
-    assert config["pruning"] == {"methods": ["sparsegpt"], "sparsities": [0.6], "blocksize": 128, "percdamp": 0.01, "batch_size": 16}
+    assert config["pruning"]["methods"] == ["sparsegpt"] and config["pruning"]["sparsities"] == [0.6]
+    assert config["pruning"]["structures"] == ["unstructured"] and config["pruning"]["percdamp"] == 0.01
+    assert config["device"] == "cpu"
     assert config["calibration"]["nsamples"] == 64 and config["calibration"]["seeds"] == [0]
     assert config["calibration"]["sources"]["web"]["docs"] == 400
     assert config["world"]["model"]["hidden_size"] == 128
@@ -49,6 +51,10 @@ def test_shipped_config_is_valid():
         ({"evaluation__dimensions": {"math": {"tasks": []}}}, "evaluation.dimensions.math.tasks", "should be non-empty"),
         ({"calibration__sources": {"x": {"kind": "world", "generator": "nope"}}}, "calibration.sources.x.generator", "unknown world generator"),
         ({"metrics": ["perplexity", "nope"]}, "metrics[1]", "unknown metric"),
+        ({"pruning__methods": ["obc"]}, "pruning.methods[0]", "is not one of"),
+        ({"pruning__structures": ["3:4"]}, "pruning.structures[0]", "is not one of"),
+        ({"calibration__sources": {"none": {"kind": "world", "generator": "web"}}}, "calibration.sources.none", "reserved"),
+        ({"calibration__sources": {"a b": {"kind": "world", "generator": "web"}}}, "calibration.sources.a b", "file names"),
     ],
 )
 def test_bad_config_names_the_key(edits, key, words):

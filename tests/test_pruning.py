@@ -1,25 +1,34 @@
-"""Tests for calmix.pruning: SparseGPT against a plain OBS implementation, and the model driver."""
+"""Tests for calmix.pruning: SparseGPT against a plain OBS implementation, Wanda and magnitude against
+independent score computations, and the model driver (shared statistics, masks, true-sequential, skip)."""
 
 from __future__ import annotations
 
 import copy
 import io
 import json
+import math
 
 import pytest
 import torch
 from torch import nn
 
 from calmix.pruning import (
+    CUMULATIVE_TOLERANCE,
+    PRUNERS,
+    Pruner,
     PruningError,
     _capture,
+    _Hessian,
     _layer_output,
     _sparsegpt,
+    _wanda,
     decoder_layers,
+    magnitude_prune,
     model_sparsity,
     prune_model,
     reconstruction_error,
     sparsegpt_prune,
+    wanda_prune,
 )
 
 transformers = pytest.importorskip("transformers")
@@ -80,7 +89,7 @@ def obs_reference(W, H, sparsity, prunen=0, prunem=0, blocksize=128, percdamp=0.
     return W, mask
 
 
-def magnitude_prune(W, sparsity):
+def magnitude_reference(W, sparsity):
     k = int(W.numel() * sparsity)
     out = W.clone().flatten()
     out[torch.argsort(out.abs(), stable=True)[:k]] = 0
@@ -124,7 +133,7 @@ def test_matches_explicit_obs(blocksize, prunen, prunem):
 def test_obs_update_beats_plain_masking():
     W, H = random_problem()
     pruned = sparsegpt_prune(W, H, 0.5, blocksize=16)
-    assert reconstruction_error(W, pruned, H) < reconstruction_error(W, magnitude_prune(W, 0.5), H)
+    assert reconstruction_error(W, pruned, H) < reconstruction_error(W, magnitude_reference(W, 0.5), H)
     # Same mask without the weight update is worse too.
     masked = torch.where(pruned == 0, torch.zeros_like(W), W)
     assert reconstruction_error(W, pruned, H) < reconstruction_error(W, masked, H)
@@ -242,6 +251,7 @@ def test_prune_model_sparsity_and_report(pruned_llama):
         assert abs(e["sparsity"] - 0.5) <= 1 / lin.in_features
         assert e["damping"] == pytest.approx(0.01)
         assert 0 < e["recon_error"] < 1
+        assert e["skipped"] is False and e["nm_valid"] is None
     total = report["total"]
     assert total["numel"] == sum(e["numel"] for e in report["layers"])
     assert total["zeros"] == sum(e["zeros"] for e in report["layers"])
@@ -250,6 +260,10 @@ def test_prune_model_sparsity_and_report(pruned_llama):
     assert ms["numel"] == total["numel"] and ms["zeros"] == total["zeros"]
     assert set(ms["layers"]) == set(names)
     assert model_sparsity(dense)["zeros"] == 0
+    assert report["statistic"] == "hessian" and report["ntokens"] == 16 * 32
+    assert report["true_sequential"] is False and report["skip"] == [] and report["cumulative"] is False
+    assert report["peak_memory_kind"] == "process_peak_rss" and report["peak_memory_mb"] > 0
+    assert report["wall_time_s"] > 0
 
 
 def test_prune_model_leaves_embeddings_and_head(pruned_llama):
@@ -286,7 +300,7 @@ def test_prune_model_recon_error_and_hessian(pruned_llama):
     err = reconstruction_error(W, pruned, H)
     entry = next(e for e in report["layers"] if e["name"] == "model.layers.0.self_attn.q_proj")
     assert entry["recon_error"] == pytest.approx(err, rel=1e-3)
-    assert err < reconstruction_error(W, magnitude_prune(W, 0.5), H)
+    assert err < reconstruction_error(W, magnitude_reference(W, 0.5), H)
 
 
 def test_prune_model_n_m():
@@ -294,13 +308,14 @@ def test_prune_model_n_m():
     report = prune_model(model, windows(8, 16), 0.0, prunen=2, prunem=4, batch_size=8)
     for e in report["layers"]:
         assert e["sparsity"] == pytest.approx(0.5, abs=0.01)
+        assert e["nm_valid"] is True
     w = model.model.layers[1].mlp.down_proj.weight
     assert ((w == 0).reshape(w.shape[0], -1, 4).sum(-1) >= 2).all()
 
 
 def test_prune_model_rejects_unknown_method():
-    with pytest.raises(ValueError, match="wanda"):
-        prune_model(tiny_llama(), windows(2, 8), 0.5, method="wanda")
+    with pytest.raises(ValueError, match="'bogus'.*magnitude, sparsegpt, wanda"):
+        prune_model(tiny_llama(), windows(2, 8), 0.5, method="bogus")
 
 
 def test_prune_model_nan_layer_raises():
@@ -387,3 +402,341 @@ def test_capture_replays_dense_forward(build):
 def test_decoder_layers_unknown_model():
     with pytest.raises(ValueError, match="decoder layers"):
         decoder_layers(nn.Sequential(nn.Linear(2, 2)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Wanda and magnitude on one matrix, against scores computed here
+# ------------------------------------------------------------------------------------------------
+
+
+def wanda_problem(rows=24, columns=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(rows, columns, generator=g)
+    s = torch.rand(columns, generator=g) * 3
+    s[::12] = 0  # dead channels: tied zero scores in every row
+    return W, s
+
+
+def lowest(values, k):
+    """Indices of the k lowest values, ties to the lower index (plain Python, independent of torch)."""
+    return sorted(range(len(values)), key=lambda j: (values[j], j))[:k]
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.77, 1.0])
+def test_wanda_exact_per_row_and_scores(sparsity):
+    W, s = wanda_problem()
+    out = wanda_prune(W, s, sparsity)
+    k = math.floor(W.shape[1] * sparsity)
+    assert ((out == 0).sum(1) == k).all()
+    want = torch.zeros_like(W, dtype=torch.bool)
+    for r, row in enumerate((W.abs() * s.sqrt()).tolist()):
+        want[r, lowest(row, k)] = True
+    assert torch.equal(out == 0, want)
+    assert torch.equal(out[~want], W[~want])  # no weight update
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8)])
+def test_wanda_n_m(n, m):
+    W, s = wanda_problem()
+    out = wanda_prune(W, s, 0.9, prunen=n, prunem=m)  # sparsity is ignored in N:M mode
+    zeros = (out == 0).reshape(W.shape[0], -1, m)
+    assert (zeros.sum(-1) == n).all()
+    for r, row in enumerate((W.abs() * s.sqrt()).reshape(W.shape[0], -1, m).tolist()):
+        for g, group in enumerate(row):
+            assert torch.nonzero(zeros[r, g]).flatten().tolist() == sorted(lowest(group, n))
+
+
+@pytest.mark.parametrize("sparsity", [0.2, 0.5, 0.8])
+def test_wanda_cumulative(sparsity):
+    W, s = wanda_problem(rows=64, columns=128, seed=int(sparsity * 10))
+    out, extra = _wanda(W, s, sparsity, cumulative=True)
+    pruned = (out == 0).sum(1).tolist()
+    assert abs(sum(pruned) / W.numel() - sparsity) <= CUMULATIVE_TOLERANCE
+    assert abs(sum(pruned) - int(W.numel() * sparsity)) <= 1  # real-valued scores: within one entry
+    assert len(set(pruned)) > 1  # per-row sparsity varies: the point of the variant
+    alpha = extra["alpha"]
+    scores = (W.abs() * s.sqrt()).tolist()
+    for r, row in enumerate(scores):
+        order = lowest(row, len(row))
+        assert set(torch.nonzero(out[r] == 0).flatten().tolist()) == set(order[: pruned[r]])  # sorted prefix
+        cum = torch.tensor([row[j] for j in order], dtype=torch.float64).cumsum(0)
+        assert pruned[r] == 0 or cum[pruned[r] - 1] <= alpha * cum[-1]
+        assert pruned[r] == len(row) or cum[pruned[r]] > alpha * cum[-1]
+
+
+def test_wanda_dtype_inputs_and_errors():
+    W, s = wanda_problem()
+    Wb = W.to(torch.bfloat16)
+    W_before, s_before = Wb.clone(), s.clone()
+    out = wanda_prune(Wb, s, 0.5)
+    assert out.dtype == torch.bfloat16 and out.shape == Wb.shape
+    assert torch.equal(Wb, W_before) and torch.equal(s, s_before)
+    with pytest.raises(ValueError, match="cumulative"):
+        wanda_prune(W, s, 0.5, prunen=2, prunem=4, cumulative=True)
+    with pytest.raises(ValueError, match="input_sq_norms"):
+        wanda_prune(W, s[:-1], 0.5)
+    with pytest.raises(ValueError, match="multiple"):
+        wanda_prune(W[:, :90], s[:90], 0.5, prunen=2, prunem=4)
+    with pytest.raises(PruningError, match="NaN"):
+        wanda_prune(W, torch.full_like(s, float("nan")), 0.5)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.35, 0.5, 1.0])
+def test_magnitude_exact_count(sparsity):
+    W, _ = wanda_problem()
+    W[3, :10] = 0.5  # ties
+    out = magnitude_prune(W, sparsity)
+    k = int(W.numel() * sparsity)
+    assert int((out == 0).sum()) == k
+    want = torch.zeros(W.numel(), dtype=torch.bool)
+    want[lowest(W.abs().flatten().tolist(), k)] = True
+    assert torch.equal(out == 0, want.reshape(W.shape))
+    assert torch.equal(out[out != 0], W[out != 0])
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8)])
+def test_magnitude_n_m(n, m):
+    W, _ = wanda_problem()
+    zeros = (magnitude_prune(W, 0.0, prunen=n, prunem=m) == 0).reshape(W.shape[0], -1, m)
+    assert (zeros.sum(-1) == n).all()
+    for r, row in enumerate(W.abs().reshape(W.shape[0], -1, m).tolist()):
+        for g, group in enumerate(row):
+            assert torch.nonzero(zeros[r, g]).flatten().tolist() == sorted(lowest(group, n))
+
+
+# ------------------------------------------------------------------------------------------------
+# Driver: methods, shared statistics, masks, true-sequential, skip
+# ------------------------------------------------------------------------------------------------
+
+LLAMA_LINEARS = [f"self_attn.{x}_proj" for x in "qkvo"] + [f"mlp.{x}_proj" for x in ("gate", "up", "down")]
+
+
+def recording(statistic):
+    """A method that prunes nothing and records, per weight, the statistic the driver gave it."""
+    seen = {}
+
+    def fn(weight, stat, **_):
+        seen[weight.data_ptr()] = stat
+        return weight.clone(), {}
+
+    return Pruner(fn, statistic), seen
+
+
+def by_name(model, seen):
+    names = {m.weight.data_ptr(): n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    return {names[ptr]: stat for ptr, stat in seen.items()}
+
+
+def direct_hessians(model, runs, nsamples):
+    """2/n sum X X^T per linear of the decoder layers, in float64, from plain forward passes."""
+    xs = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, n=n: xs.setdefault(n, []).append(i[0].reshape(-1, i[0].shape[-1])))
+        for n, m in decoder_layers(model).named_modules() if isinstance(m, nn.Linear)
+    ]
+    with torch.no_grad():
+        for ids in runs:
+            model(ids, use_cache=False)
+    for h in hooks:
+        h.remove()
+    out = {}
+    for n, chunks in xs.items():
+        X = torch.cat(chunks).double()
+        out[f"model.layers.{n}"] = 2 / nsamples * X.T @ X
+    return out
+
+
+def test_magnitude_runs_without_data():
+    dense = tiny_llama()
+    model = copy.deepcopy(dense)
+
+    def no_forward(*args):
+        raise AssertionError("method='magnitude' ran a forward pass")
+
+    model.model.embed_tokens.register_forward_pre_hook(no_forward)
+    for layer in decoder_layers(model):
+        layer.register_forward_pre_hook(no_forward)
+    report = prune_model(model, None, 0.5, method="magnitude")
+    assert report["statistic"] is None and report["nsamples"] is None and report["ntokens"] is None
+    assert len(report["layers"]) == 14
+    for e in report["layers"]:
+        w = dense.get_submodule(e["name"]).weight
+        assert torch.equal(model.get_submodule(e["name"]).weight, magnitude_prune(w, 0.5))
+        assert e["zeros"] == int(e["numel"] * 0.5)
+        assert e["stats_group"] is None and e["recon_error"] is None
+    report = prune_model(tiny_llama(), None, 0.0, method="magnitude", prunen=2, prunem=4)
+    assert all(e["nm_valid"] is True for e in report["layers"])
+    with pytest.raises(ValueError, match="windows"):
+        prune_model(tiny_llama(), None, 0.5, method="wanda")
+
+
+def test_wanda_statistic_is_half_hessian_diagonal_and_driver_uses_it(monkeypatch):
+    rec, seen = recording("sq_norms")
+    monkeypatch.setitem(PRUNERS, "record", rec)
+    dense = tiny_llama()
+    ids = windows()
+    prune_model(dense, ids, 0.5, method="record", batch_size=6)  # prunes nothing: all inputs are dense
+    got = by_name(dense, seen)
+    H = direct_hessians(dense, [ids], nsamples=16)
+    assert set(got) == set(H) and len(got) == 14
+    for name, s in got.items():
+        torch.testing.assert_close(s.double(), torch.diagonal(H[name]) / 2, rtol=1e-5, atol=1e-8)
+
+    model = copy.deepcopy(dense)
+    report = prune_model(model, ids, 0.5, method="wanda", batch_size=6)
+    assert report["statistic"] == "sq_norms"
+    for e in report["layers"]:
+        w = model.get_submodule(e["name"]).weight
+        assert ((w == 0).sum(1) == w.shape[1] // 2).all()  # exact per row
+        assert e["recon_error"] is None and "damping" not in e
+        if e["name"].startswith("model.layers.0."):  # layer 0 sees the dense inputs recorded above
+            assert torch.equal(w, wanda_prune(dense.get_submodule(e["name"]).weight, got[e["name"]], 0.5))
+
+
+def test_wanda_cumulative_through_driver():
+    report = prune_model(tiny_llama(), windows(8, 16), 0.5, method="wanda", cumulative=True)
+    assert report["cumulative"] is True
+    for e in report["layers"]:
+        assert abs(e["sparsity"] - 0.5) <= CUMULATIVE_TOLERANCE and 0 < e["alpha"] < 1
+    report = prune_model(tiny_llama(), windows(8, 16), 0.5, method="wanda", cumulative=True, prunen=2, prunem=4)
+    assert report["cumulative"] is False and all(e["nm_valid"] for e in report["layers"])
+
+
+def test_shared_statistics_equal_per_linear_hessians(monkeypatch):
+    import calmix.pruning as pruning
+
+    built = []
+
+    class Counted(_Hessian):
+        def __init__(self, *args):
+            super().__init__(*args)
+            built.append(self)
+
+    monkeypatch.setitem(pruning._STATISTICS, "hessian", Counted)
+    dense = tiny_llama()
+    model = copy.deepcopy(dense)
+    ids = windows()
+    report = prune_model(model, ids, 0.5, batch_size=6)
+    assert len(built) == 2 * 4 and all(h.nsamples == 16 for h in built)  # one per group, not per linear
+    group = {e["name"]: e["stats_group"] for e in report["layers"]}
+    for i in (0, 1):
+        p = f"model.layers.{i}."
+        assert {group[p + f"self_attn.{x}_proj"] for x in "qkv"} == {p + "self_attn.q_proj"}
+        assert group[p + "self_attn.o_proj"] == p + "self_attn.o_proj"
+        assert {group[p + "mlp.gate_proj"], group[p + "mlp.up_proj"]} == {p + "mlp.gate_proj"}
+        assert group[p + "mlp.down_proj"] == p + "mlp.down_proj"
+
+    # One Hessian per linear on the same inputs (replayed, through the pruned layers) gives the same result.
+    monkeypatch.undo()
+    batches = _capture(dense, decoder_layers(dense), ids, 6, torch.device("cpu"))
+    with torch.no_grad():
+        for index, (layer, pruned) in enumerate(zip(decoder_layers(dense), decoder_layers(model))):
+            hs = {n: _Hessian(layer.get_submodule(n).in_features, torch.device("cpu")) for n in LLAMA_LINEARS}
+            hooks = [
+                layer.get_submodule(n).register_forward_hook(lambda m, i, o, h=h: h.add(i[0])) for n, h in hs.items()
+            ]
+            for b in batches:
+                layer(b.hidden, *b.args[index], **b.kwargs[index])
+            for h in hooks:
+                h.remove()
+            for n, h in hs.items():
+                want = sparsegpt_prune(layer.get_submodule(n).weight, h.value, 0.5)
+                assert torch.equal(pruned.get_submodule(n).weight, want), n  # bitwise: the very same H
+            for b in batches:
+                b.hidden = _layer_output(pruned(b.hidden, *b.args[index], **b.kwargs[index]))
+
+
+def test_true_sequential():
+    dense = tiny_llama()
+    ids = windows()
+    plain, seq = copy.deepcopy(dense), copy.deepcopy(dense)
+    prune_model(plain, ids, 0.5, batch_size=6)
+    report = prune_model(seq, ids, 0.5, batch_size=6, true_sequential=True)
+    assert report["true_sequential"] is True
+    a, b = decoder_layers(plain)[0], decoder_layers(seq)[0]
+    for n in LLAMA_LINEARS:
+        same = torch.equal(a.get_submodule(n).weight, b.get_submodule(n).weight)
+        assert same == (n in LLAMA_LINEARS[:3]), n  # only the first group, q/k/v, is unaffected
+
+    # o_proj's Hessian is collected after q/k/v are pruned: rebuild it that way.
+    ref = copy.deepcopy(dense)
+    layer = decoder_layers(ref)[0]
+    for x in "qkv":
+        layer.self_attn.get_submodule(f"{x}_proj").weight.data.copy_(b.self_attn.get_submodule(f"{x}_proj").weight)
+    h = _Hessian(64, torch.device("cpu"))
+    hook = layer.self_attn.o_proj.register_forward_hook(lambda m, i, o: h.add(i[0]))
+    with torch.no_grad():
+        for batch in _capture(ref, decoder_layers(ref), ids, 6, torch.device("cpu")):
+            layer(batch.hidden, *batch.args[0], **batch.kwargs[0])
+    hook.remove()
+    want = sparsegpt_prune(dense.model.layers[0].self_attn.o_proj.weight, h.value, 0.5)
+    assert torch.equal(b.self_attn.o_proj.weight, want)
+
+
+def test_skip_leaves_matched_linears_untouched():
+    from fnmatch import fnmatch
+
+    dense = tiny_llama()
+    model = copy.deepcopy(dense)
+    patterns = ["*.mlp.down_proj", "model.layers.0.self_attn.*"]
+    report = prune_model(model, windows(8, 16), 0.5, skip=patterns)
+    assert report["skip"] == patterns
+    assert sum(e["skipped"] for e in report["layers"]) == 2 + 4
+    for e in report["layers"]:
+        hit = any(fnmatch(e["name"], p) for p in patterns)
+        assert e["skipped"] is hit
+        w, w0 = model.get_submodule(e["name"]).weight, dense.get_submodule(e["name"]).weight
+        if hit:
+            assert torch.equal(w, w0) and e["zeros"] == 0 and e["recon_error"] is None and "damping" not in e
+        else:
+            assert e["sparsity"] == pytest.approx(0.5, abs=0.02) and "damping" in e
+
+
+@pytest.mark.parametrize("statistic", ["hessian", "sq_norms"])
+def test_attention_mask_excludes_padding(monkeypatch, statistic):
+    lengths = [16, 9, 12, 5, 16, 7]  # right padding; the padded positions hold ordinary token ids
+    ids = windows(6, 16, seed=3)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    rec, seen = recording(statistic)
+    monkeypatch.setitem(PRUNERS, "record", rec)
+    model = tiny_llama()
+    report = prune_model(model, ids, 0.5, method="record", batch_size=4, attention_mask=mask)
+    assert report["ntokens"] == sum(lengths) and report["nsamples"] == 6
+    got = by_name(model, seen)
+    # Each window cut to its real tokens and run alone, without a mask; n still counts windows.
+    H = direct_hessians(model, [ids[i : i + 1, :n] for i, n in enumerate(lengths)], nsamples=6)
+    assert set(got) == set(H)
+    for name, stat in got.items():
+        want = H[name] if statistic == "hessian" else torch.diagonal(H[name]) / 2
+        torch.testing.assert_close(stat.double(), want, rtol=1e-4, atol=1e-6)
+    rec, seen = recording(statistic)
+    monkeypatch.setitem(PRUNERS, "record", rec)
+    prune_model(model, ids, 0.5, method="record", batch_size=4)
+    unmasked = by_name(model, seen)["model.layers.0.self_attn.q_proj"]
+    assert not torch.allclose(unmasked.double(), got["model.layers.0.self_attn.q_proj"].double(), rtol=1e-2)
+
+
+def test_attention_mask_validation():
+    ids = windows(4, 8)
+    with pytest.raises(ValueError, match="shape"):
+        prune_model(tiny_llama(), ids, 0.5, attention_mask=torch.ones(4, 7, dtype=torch.long))
+    mask = torch.ones_like(ids)
+    mask[2] = 0
+    with pytest.raises(ValueError, match="real token"):
+        prune_model(tiny_llama(), ids, 0.5, attention_mask=mask)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prune_model_on_cuda_moves_one_layer_at_a_time():
+    model = tiny_llama()
+    layers = decoder_layers(model)
+    seen = []
+    for layer in layers:
+        layer.register_forward_pre_hook(lambda m, a: seen.append(sum(next(x.parameters()).is_cuda for x in layers)))
+    report = prune_model(model, windows(8, 16), 0.5, device="cuda", true_sequential=True)
+    assert seen and set(seen) == {1}  # only the layer being processed is on the device
+    assert all(not p.is_cuda for p in model.parameters())
+    assert report["peak_memory_kind"] == "cuda_max_allocated" and report["peak_memory_mb"] > 0
+    assert all(abs(e["sparsity"] - 0.5) <= 0.02 for e in report["layers"])

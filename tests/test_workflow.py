@@ -128,12 +128,13 @@ def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_runs, tmp
     assert result.returncode == 0, result.stderr
     dims = list(config["evaluation"]["dimensions"])
     sparsity = config["pruning"]["sparsities"][0]
+    calibrated = [m for m in config["pruning"]["methods"] if m != "magnitude"]
     expected = sorted([
         ("corpus", "results/corpora/stories.jsonl"),
         ("shard", "results/shards/world/stories/seed0.parquet"),
         ("metrics", "results/metrics/world/stories/seed0.json"),
-        ("prune", f"results/pruned/world/sparsegpt/{sparsity}/stories/seed0"),
-        *[("evaluate_pruned", f"results/eval/world/sparsegpt/{sparsity}/stories/seed0/{d}.json") for d in dims],
+        *[("prune", f"results/pruned/world/{m}/{sparsity}/stories/seed0") for m in calibrated],
+        *[("evaluate_pruned", f"results/eval/world/{m}/{sparsity}/stories/seed0/{d}.json") for m in calibrated for d in dims],
         ("metric_table", "results/tables/metrics.csv"),
         ("report", "results/report.md"),
     ])

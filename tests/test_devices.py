@@ -1,0 +1,64 @@
+"""The GPU lock-file pool: each concurrent job gets its own GPU, and a released GPU is reused."""
+
+import os
+import threading
+
+import pytest
+
+from calmix.devices import DeviceError, compute_device
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+
+
+def test_cpu_needs_nothing(tmp_path):
+    with compute_device("cpu", tmp_path) as device:
+        assert device == "cpu"
+
+
+def test_concurrent_jobs_get_distinct_gpus_and_release_them(two_gpus, tmp_path):
+    with compute_device("cuda", tmp_path) as first:
+        assert first == "cuda" and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+        os.environ["CUDA_VISIBLE_DEVICES"] = "3,5"  # as a second process would see it
+        with compute_device("cuda", tmp_path):
+            assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+    with compute_device("cuda", tmp_path):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_a_job_waits_for_a_free_gpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    got = []
+    with compute_device("cuda", tmp_path):
+        waiter = threading.Thread(target=lambda: got.append(_take(tmp_path)))
+        waiter.start()
+        waiter.join(0.3)
+        assert not got  # still waiting while the GPU is held
+    waiter.join(5)
+    assert got == ["0"]
+
+
+def _take(lock_dir):
+    with compute_device("cuda", lock_dir, poll_s=0.05):
+        return "0"
+
+
+def test_slurm_choice_is_respected(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    with compute_device("cuda", tmp_path) as device:
+        assert device == "cuda" and os.environ["CUDA_VISIBLE_DEVICES"] == "7"
+    assert not list(tmp_path.iterdir())
+
+
+def test_no_gpu_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with pytest.raises(DeviceError, match="config key 'device'"):
+        with compute_device("cuda", tmp_path):
+            pass
