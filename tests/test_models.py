@@ -1,0 +1,65 @@
+"""Pruned checkpoints: written, reloaded and verified; an off-target checkpoint is an error."""
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from calmix.models import _verify, load_model, parse_target, prune_checkpoint, target_label
+from calmix.pruning import PruningError
+from calmix.shards import build_shard
+from calmix.world import World
+
+
+@pytest.fixture(scope="module")
+def dense_dir(tmp_path_factory, world_tokenizer):
+    """A tiny LLaMA whose in_features (36) make per-row Wanda counts round down at 60%."""
+    path = tmp_path_factory.mktemp("dense")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(world_tokenizer), hidden_size=36, intermediate_size=72,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
+    LlamaForCausalLM(config).save_pretrained(path)
+    world_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory, world_tokenizer):
+    path = tmp_path_factory.mktemp("shard") / "web.parquet"
+    build_shard(World(0).documents("web", 60, seed=1), world_tokenizer, nsamples=8, seqlen=32, seed=0,
+                source="web", spec={}, corpus_sha256="", tokenizer_sha256="", path=path)
+    return path
+
+
+def test_targets():
+    assert parse_target("0.6") == (0.6, 0, 0) and parse_target("2of4") == (0.5, 2, 4)
+    assert target_label("2of4") == "2:4" and target_label("0.6") == "0.6"
+
+
+@pytest.mark.parametrize("method, target", [("sparsegpt", "0.6"), ("wanda", "0.6"), ("wanda", "2of4"), ("magnitude", "0.6")])
+def test_checkpoint_is_verified_and_reported(tmp_path, dense_dir, shard, method, target):
+    out = tmp_path / "pruned"
+    prune_checkpoint(dense_dir, None if method == "magnitude" else shard, out, method=method, target=target)
+    report = json.loads((out / "prune_report.json").read_text())
+    sparsity = parse_target(target)[0]
+    assert abs(report["verified"]["sparsity"] - sparsity) <= 1 / 36
+    assert report["target"] == target_label(target) and report["weights_sha256"]
+    assert (report["shard_sha256"] is None) == (method == "magnitude")
+    reloaded = load_model(out)
+    assert reloaded.model.layers[0].self_attn.q_proj.weight.eq(0).float().mean() > 0.4
+    assert not list(tmp_path.glob(".pruned.tmp-*"))
+
+
+def test_off_target_checkpoint_is_refused(dense_dir):
+    with pytest.raises(PruningError, match="off target 0.6"):
+        _verify(load_model(dense_dir), 0.6, 0, 0, skip=[])
+    with pytest.raises(PruningError, match=r"\(2:4\)"):
+        _verify(load_model(dense_dir), 0.5, 2, 4, skip=[])
+
+
+def test_skipped_layers_are_not_checked(tmp_path, dense_dir, shard):
+    out = tmp_path / "pruned"
+    prune_checkpoint(dense_dir, shard, out, method="sparsegpt", target="0.5", skip=["*.mlp.down_proj"])
+    model = load_model(out)
+    assert model.model.layers[0].mlp.down_proj.weight.ne(0).all()
