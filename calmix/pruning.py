@@ -763,7 +763,7 @@ def prune_model(
     method: str = "sparsegpt",
     prunen: int = 0,
     prunem: int = 0,
-    batch_size: int = 8,
+    batch_size: int = 4,
     blocksize: int = 128,
     percdamp: float = 0.01,
     device: str | torch.device = "cpu",

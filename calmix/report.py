@@ -516,6 +516,20 @@ def _opposite_sign_line(corr: pd.DataFrame) -> str:
     return f"Opposite-sign pairs (p < {ALPHA:g}): " + "; ".join(parts) + "."
 
 
+def _glance(tables: dict[tuple, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (model, method, sparsity): mean retention per dimension and total, best and worst set."""
+    rows = []
+    for key, table in tables.items():
+        values = table.drop(columns="seeds")
+        row = {"setting": _group_title(key), "sets": str(len(table))}
+        row.update({col: _pct(values[col].mean(skipna=False)) for col in values.columns})
+        ranked = values[TOTAL].dropna()
+        row["best"] = f"{ranked.idxmax()} {_pct(ranked.max())}" if len(ranked) else "n/a"
+        row["worst"] = f"{ranked.idxmin()} {_pct(ranked.min())}" if len(ranked) else "n/a"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _best_worst(table: pd.DataFrame) -> pd.DataFrame:
     """Best and worst source per dimension (and total) and the spread in percentage points."""
     rows = []
@@ -567,6 +581,11 @@ def write_markdown(retention: pd.DataFrame, corr: pd.DataFrame, metrics: pd.Data
         out += [_to_markdown(shown), ""]
 
     plain, adjusted = _per_calib(retention), _per_calib(retention, "chance_adjusted")
+    if plain:
+        out += ["## Methods at a glance", "",
+                "Retention (%) per pruning setting: mean over calibration sets (each first averaged over "
+                "seeds), and the best and worst set by total retention.", "",
+                _to_markdown(_glance(plain)), ""]
     corr_groups = {k: g for k, g in corr.groupby(GROUP, sort=False, dropna=False)}
     for key, table in plain.items():
         out += [f"## {_group_title(key)}", "", "### Retention (%)", "",

@@ -350,3 +350,14 @@ def test_markdown_from_real_correlations(tmp_path, retention):
     text = report.write_markdown(retention, corr, make_metrics(), tmp_path / "r.md").read_text()
     assert "perplexity: general +1.00 (p<0.001) vs math -1.00 (p<0.001)." in text
     assert "n/a" in text   # the constant metric
+
+
+def test_markdown_methods_at_a_glance(tmp_path, retention):
+    text = report.write_markdown(retention, hand_corr(), make_metrics(), tmp_path / "r.md").read_text()
+    section = text.split("## Methods at a glance")[1].split("\n## ")[0]
+    tables = report._per_calib(retention)
+    for key, table in tables.items():
+        total = table["total"]
+        row = next(line for line in section.splitlines() if report._group_title(key) in line)
+        assert f" {total.mean():.1f} " in row
+        assert f"{total.idxmax()} {total.max():.1f}" in row and f"{total.idxmin()} {total.min():.1f}" in row
