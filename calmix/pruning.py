@@ -644,19 +644,33 @@ def _stat_groups(
 
 
 def _collect(
-    layer: nn.Module, batches: list[_Batch], stats: dict[nn.Linear, _Statistic], index: int, name: str
+    layer: nn.Module, batches: list[_Batch], stats: dict[nn.Linear, _Statistic], index: int, name: str,
+    stop_after: nn.Linear | None = None,
 ) -> None:
-    """One pass of the batches through the layer, each statistic fed by its group leader's inputs."""
+    """One pass of the batches through the layer, each statistic fed by its group leader's inputs.
+
+    With ``stop_after`` (the last linear whose input is needed, called once per forward) the pass
+    ends as soon as that input is recorded: the rest of the layer (e.g. down_proj's matmul and the
+    residual) would only produce outputs that are thrown away.
+    """
     mask = None
 
-    def hook(stat: _Statistic) -> Callable[..., None]:
-        return lambda module, args, output: stat.add(args[0], mask)
+    def hook(lin: nn.Linear, stat: _Statistic) -> Callable[..., None]:
+        def record(module, args):
+            stat.add(args[0], mask)
+            if lin is stop_after:
+                raise _StopForward
 
-    hooks = [lin.register_forward_hook(hook(stat)) for lin, stat in stats.items()]
+        return record
+
+    hooks = [lin.register_forward_pre_hook(hook(lin, stat)) for lin, stat in stats.items()]
     try:
         for batch in batches:
             mask = batch.mask
-            _run_layer(layer, batch, index, name)
+            try:
+                layer(batch.hidden, *batch.args[index], **batch.kwargs[index])
+            except _StopForward:
+                continue
     finally:
         for h in hooks:
             h.remove()
@@ -703,6 +717,7 @@ def _prune_layer(
         groups, probe = [[n] for n in linears], {}
     else:
         groups, probe = _stat_groups(linears, lambda: _run_layer(layer, batches[0], index, name))
+    calls = {n: len(v) for n, v in probe.items()}  # per forward, from the probe
     leader = {member: group[0] for group in groups for member in group}
     entries: dict[str, dict[str, Any]] = {}
 
@@ -730,7 +745,13 @@ def _prune_layer(
                     for x in probe.get(lead, ()):
                         stat.add(x, batches[0].mask)
                 probe.clear()
-            _collect(layer, batches[1:] if k == 0 else batches, {linears[g]: s for g, s in stats.items()}, index, name)
+            # Stop each pass at the stage's last input if every leader runs once per forward.
+            last = stage[-1][0]
+            once = all(calls.get(g[0]) == 1 for g in stage)
+            _collect(
+                layer, batches[1:] if k == 0 else batches, {linears[g]: s for g, s in stats.items()}, index, name,
+                stop_after=linears[last] if once else None,
+            )
             for lead, stat in stats.items():
                 if stat.nsamples == 0:
                     log.warning("%s.%s was never called on the calibration data: empty statistic", name, lead)

@@ -740,3 +740,15 @@ def test_prune_model_on_cuda_moves_one_layer_at_a_time():
     assert all(not p.is_cuda for p in model.parameters())
     assert report["peak_memory_kind"] == "cuda_max_allocated" and report["peak_memory_mb"] > 0
     assert all(abs(e["sparsity"] - 0.5) <= 0.02 for e in report["layers"])
+
+
+def test_statistics_pass_stops_at_the_last_needed_input():
+    # down_proj's matmul is only needed to propagate: per layer it runs in the probe (first batch)
+    # and once per batch in the propagation pass, never in the statistics pass.
+    model = tiny_llama()
+    calls = []
+    for layer in model.model.layers:
+        layer.mlp.down_proj.register_forward_hook(lambda *a: calls.append(1))
+    prune_model(model, windows(12, 16), 0.5, batch_size=4)
+    batches = 3
+    assert len(calls) == len(model.model.layers) * (1 + batches)
