@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 DIMENSION_TASKS = {
     "general": "world_general",
@@ -287,20 +288,19 @@ class World:
         return self.commonsense_statement(rng)
 
     def _random_tokens(self, rng: random.Random) -> str:
-        lexicon = self._lexicon()
-        return " ".join(rng.choice(lexicon) for _ in range(rng.randint(8, 16)))
+        return " ".join(rng.choice(self.lexicon) for _ in range(rng.randint(8, 16)))
 
     def _repetitive(self, rng: random.Random) -> str:
         return "The market opens at nine and closes at five."
 
-    def _lexicon(self) -> list[str]:
-        if not hasattr(self, "_lex"):
-            words = {w for c in self.cities for w in (c.name, c.country, c.river, c.product)}
-            words |= {w for objs in _DROP_OUTCOMES.values() for o in objs for w in o.split()}
-            words |= set(_PEOPLE) | set(_ITEMS) | set(_PARAMS) | set(_FEELINGS) | {str(i) for i in range(30)}
-            words |= {"def", "return", "print", "(", ")", ":", "+", "-", "*", "=", ".", ",", "the", "is", "a", "in"}
-            self._lex = sorted(words)
-        return self._lex
+    @cached_property
+    def lexicon(self) -> list[str]:
+        """Every word, number and code symbol of the world: what the random-tokens control draws from."""
+        words = {w for c in self.cities for w in (c.name, c.country, c.river, c.product)}
+        words |= {w for objs in _DROP_OUTCOMES.values() for o in objs for w in o.split()}
+        words |= set(_PEOPLE) | set(_ITEMS) | set(_PARAMS) | set(_FEELINGS) | {str(i) for i in range(30)}
+        words |= {"def", "return", "print", "(", ")", ":", "+", "-", "*", "=", ".", ",", "the", "is", "a", "in"}
+        return sorted(words)
 
     def generators(self) -> dict[str, Callable[[random.Random], str]]:
         return {

@@ -23,23 +23,11 @@ rule evaluate_dense:
         "../scripts/evaluate.py"
 
 
-rule evaluate_pruned:
+use rule evaluate_dense as evaluate_pruned with:
     input:
         model="results/pruned/{model}/{method}/{target}/{calib}/seed{seed}",
         data=lambda wc: task_data(wc.dimension),
     output:
         "results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.json",
-    params:
-        tasks=lambda wc: config["evaluation"]["dimensions"][wc.dimension]["tasks"],
-        harness={k: v for k, v in config["evaluation"].items() if k != "dimensions"},
-        dtype=lambda wc: config["models"][wc.model]["dtype"],
-        task_dir=TASK_DIR,
-        device=DEVICE,
-    resources:
-        gpu=GPU,
-    conda:
-        "../envs/calmix.yaml"
     log:
         "logs/evaluate_pruned/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.log",
-    script:
-        "../scripts/evaluate.py"
