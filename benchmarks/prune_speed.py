@@ -186,7 +186,7 @@ def run_layer(layer, inps, outs, kwargs, hessians: dict[str, RunningHessian] | N
     """outs[j] = layer(inps[j]) one sequence at a time; optionally feed each linear's Hessian."""
     hooks = []
     for name, lin in linears(layer).items():
-        if hessians is not None:
+        if hessians is not None and name in hessians:
             hooks.append(lin.register_forward_hook(lambda m, i, o, h=hessians[name]: h.add(i[0].data)))
     try:
         for j in range(inps.shape[0]):
@@ -245,9 +245,19 @@ def reference_sparsegpt(weight, hessian, sparsity, prunen=0, prunem=0, blocksize
     return W.to(weight.dtype)
 
 
+#: The reference's --true-sequential groups for LLaMA, in order: each is calibrated after the ones before are pruned.
+TRUE_SEQUENTIAL = [
+    ["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"],
+    ["self_attn.o_proj"],
+    ["mlp.up_proj", "mlp.gate_proj"],
+    ["mlp.down_proj"],
+]
+
+
 @torch.no_grad()
 def reference_prune(model: nn.Module, windows: torch.Tensor, args) -> list[float | None]:
-    """The reference sequential driver; prunes in place, returns each linear's recon error."""
+    """The reference sequential driver; prunes in place, returns each linear's recon error
+    (in module order). With --true-sequential one full pass over the samples per group."""
     dev = torch.device(args.device)
     inps, kwargs = capture_layer0_inputs(model, windows, dev)
     outs = torch.zeros_like(inps)
@@ -256,16 +266,20 @@ def reference_prune(model: nn.Module, windows: torch.Tensor, args) -> list[float
         home = next(layer.parameters()).device
         layer.to(dev)
         subset = linears(layer)
-        hessians = {name: RunningHessian(lin.in_features, dev) for name, lin in subset.items()}
-        run_layer(layer, inps, outs, kwargs, hessians)
-        for name, lin in subset.items():
-            H = hessians[name].H
-            pruned = reference_sparsegpt(
-                lin.weight.data, H, args.sparsity, args.prunen, args.prunem, args.blocksize, args.percdamp
-            )
-            errors.append(recon_error(lin.weight.data, pruned, H))
-            lin.weight.data = pruned
-        del hessians
+        stages = TRUE_SEQUENTIAL if args.true_sequential else [list(subset)]
+        layer_errors = {}
+        for names in stages:
+            hessians = {name: RunningHessian(subset[name].in_features, dev) for name in names}
+            run_layer(layer, inps, outs, kwargs, hessians)
+            for name in names:
+                lin, H = subset[name], hessians[name].H
+                pruned = reference_sparsegpt(
+                    lin.weight.data, H, args.sparsity, args.prunen, args.prunem, args.blocksize, args.percdamp
+                )
+                layer_errors[name] = recon_error(lin.weight.data, pruned, H)
+                lin.weight.data = pruned
+            del hessians
+        errors += [layer_errors[name] for name in subset]
         run_layer(layer, inps, outs, kwargs)  # the next layer sees the pruned layer's outputs
         layer.to(home)
         inps, outs = outs, inps
@@ -302,7 +316,7 @@ def calmix_prune(model: nn.Module, windows: torch.Tensor, args) -> dict:
 
     kwargs = dict(
         method=args.method, prunen=args.prunen, prunem=args.prunem, blocksize=args.blocksize,
-        percdamp=args.percdamp, device=args.device,
+        percdamp=args.percdamp, device=args.device, true_sequential=args.true_sequential,
     )
     if args.batch_size:
         kwargs["batch_size"] = args.batch_size
@@ -431,7 +445,7 @@ def print_report(args, results: dict[str, dict]) -> None:
     )
     print(
         f"calibration: {args.nsamples} x {args.seqlen} random tokens; {args.method} {prune}, block {args.blocksize}, "
-        f"damping {args.percdamp}; calmix batch_size {calmix_batch_size(args)}; "
+        f"damping {args.percdamp}{', true-sequential' if args.true_sequential else ''}; calmix batch_size {calmix_batch_size(args)}; "
         f"torch threads {args.threads or torch.get_num_threads()}"
     )
     mem = "CUDA max_memory_allocated" if cuda else "ru_maxrss of the contender's process"
@@ -511,6 +525,8 @@ def parse_args(argv=None):
     g.add_argument("--prunem", type=int, default=0)
     g.add_argument("--blocksize", type=int, default=128)
     g.add_argument("--percdamp", type=float, default=0.01)
+    g.add_argument("--true-sequential", action="store_true",
+                   help="both contenders calibrate each group of a layer after pruning the groups before it")
     g.add_argument("--batch-size", type=int, default=0, help="calmix batch_size (0: prune_model's default)")
     g = p.add_argument_group("run")
     g.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -526,6 +542,8 @@ def parse_args(argv=None):
         p.error("--sparsity must be in [0, 1)")
     if args.only == "reference" and args.method != "sparsegpt":
         p.error("the reference contender implements --method sparsegpt only")
+    if args.recompute_recon and args.true_sequential:
+        p.error("--recompute-recon rebuilds Hessians from the dense layer, which is not what --true-sequential calibrates on")
     return args
 
 

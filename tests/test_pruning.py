@@ -14,6 +14,7 @@ from torch import nn
 
 from calmix.pruning import (
     CUMULATIVE_TOLERANCE,
+    InverseFactor,
     PRUNERS,
     Pruner,
     PruningError,
@@ -23,6 +24,7 @@ from calmix.pruning import (
     _sparsegpt,
     _wanda,
     decoder_layers,
+    lowest_k,
     magnitude_prune,
     model_sparsity,
     prune_model,
@@ -199,8 +201,9 @@ def test_cholesky_retry_records_damping(caplog):
     W, _ = random_problem(columns=8)
     H = torch.eye(8)
     H[0, 0] = -0.05  # indefinite; mean diag ~0.87, so damping 0.1 (two retries) fixes it
-    pruned, damp = _sparsegpt(W, H, 0.5, percdamp=0.01)
-    assert damp == pytest.approx(0.1)
+    factor = InverseFactor.of(H, percdamp=0.01)
+    pruned = _sparsegpt(W, factor, 0.5)
+    assert factor.damping == pytest.approx(0.1)
     assert torch.isfinite(pruned).all()
     assert "retrying" in caplog.text
 
@@ -361,11 +364,22 @@ def mistral_model():
     return transformers.MistralForCausalLM(cfg)
 
 
-@pytest.mark.parametrize("build", [opt_model, qwen2_sliding_model, mistral_model])
-def test_prune_model_other_architectures(build):
+def phi3_model():
+    # Fused qkv_proj and gate_up_proj: each is its own stat group.
+    torch.manual_seed(0)
+    cfg = transformers.Phi3Config(
+        vocab_size=100, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0,
+    )
+    return transformers.Phi3ForCausalLM(cfg)
+
+
+@pytest.mark.parametrize("true_sequential", [False, True])
+@pytest.mark.parametrize("build", [opt_model, qwen2_sliding_model, mistral_model, phi3_model])
+def test_prune_model_other_architectures(build, true_sequential):
     model = build()
     model.train()  # OPT has dropout: the driver must switch it off and restore the mode
-    report = prune_model(model, windows(8, 16), 0.5, batch_size=4)
+    report = prune_model(model, windows(8, 16), 0.5, batch_size=4, true_sequential=true_sequential)
     assert model.training
     n_linear = sum(isinstance(m, nn.Linear) for m in decoder_layers(model).modules())
     assert len(report["layers"]) == n_linear
@@ -640,7 +654,7 @@ def test_shared_statistics_equal_per_linear_hessians(monkeypatch):
             for h in hooks:
                 h.remove()
             for n, h in hs.items():
-                want = sparsegpt_prune(layer.get_submodule(n).weight, h.value, 0.5)
+                want = sparsegpt_prune(layer.get_submodule(n).weight, h.result(), 0.5)
                 assert torch.equal(pruned.get_submodule(n).weight, want), n  # bitwise: the very same H
             for b in batches:
                 b.hidden = _layer_output(pruned(b.hidden, *b.args[index], **b.kwargs[index]))
@@ -669,7 +683,7 @@ def test_true_sequential():
         for batch in _capture(ref, decoder_layers(ref), ids, 6, torch.device("cpu")):
             layer(batch.hidden, *batch.args[0], **batch.kwargs[0])
     hook.remove()
-    want = sparsegpt_prune(dense.model.layers[0].self_attn.o_proj.weight, h.value, 0.5)
+    want = sparsegpt_prune(dense.model.layers[0].self_attn.o_proj.weight, h.result(), 0.5)
     assert torch.equal(b.self_attn.o_proj.weight, want)
 
 
@@ -752,3 +766,62 @@ def test_statistics_pass_stops_at_the_last_needed_input():
     prune_model(model, windows(12, 16), 0.5, batch_size=4)
     batches = 3
     assert len(calls) == len(model.model.layers) * (1 + batches)
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 50, 99, 100])
+def test_lowest_k_equals_stable_argsort_prefix(k):
+    gen = torch.Generator().manual_seed(k)
+    scores = torch.randint(0, 5, (6, 100), generator=gen).float()  # many ties at every threshold
+    want = torch.zeros_like(scores, dtype=torch.bool)
+    want.scatter_(-1, torch.argsort(scores, dim=-1, stable=True)[:, :k], True)
+    got = lowest_k(scores, k)
+    assert torch.equal(got, want) and (got.sum(-1) == k).all()
+    flat = scores.flatten()
+    assert torch.equal(lowest_k(flat, 3 * k), torch.argsort(flat, stable=True)[: 3 * k].bincount(minlength=600).bool())
+
+
+def test_block_triangular_hessian_equals_full_product():
+    # More columns than one block, a ragged last block, and the running mean over uneven batches.
+    gen = torch.Generator().manual_seed(0)
+    columns = 2 * _Hessian.BLOCK + 37
+    batches = [torch.randn(b, 5, columns, generator=gen, dtype=torch.float64).float() for b in (3, 1, 4)]
+    h = _Hessian(columns, torch.device("cpu"))
+    for x in batches:
+        h.add(x)
+    x = torch.cat(batches).reshape(-1, columns).double()
+    want = 2 / 8 * x.t() @ x
+    got = h.result()
+    assert h.nsamples == 8 and torch.equal(got, got.t())
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_unfactorisable_hessian_names_the_layer_and_its_group():
+    # 4 tokens cannot span 64 inputs; without damping the Hessian is singular at every retry.
+    with pytest.raises(PruningError, match=r"model\.layers\.0\.self_attn\.q_proj \(shared by self_attn\.q_proj, self_attn\.k_proj, self_attn\.v_proj\): Hessian"):
+        prune_model(tiny_llama(), windows(1, 4), 0.5, percdamp=0.0)
+
+
+def test_true_sequential_stages_start_inside_the_layer(monkeypatch):
+    # down_proj's stage starts at mlp with the arguments recorded in gate/up's pass: the attention
+    # is not recomputed there, and the weights are bitwise those of full-layer passes.
+    import calmix.pruning as pruning
+
+    dense, ids, batches = tiny_llama(), windows(12, 16), 3
+
+    def prune(model):
+        calls = []
+        for layer in decoder_layers(model):
+            layer.self_attn.q_proj.register_forward_hook(lambda *a: calls.append(1))
+        prune_model(model, ids, 0.5, batch_size=4, true_sequential=True)
+        return calls
+
+    inside = copy.deepcopy(dense)
+    calls = prune(inside)
+    # per layer: probe + o_proj's pass (from self_attn) + gate/up's full pass + propagation
+    assert len(calls) == len(decoder_layers(dense)) * (1 + 3 * batches)
+
+    monkeypatch.setattr(pruning, "_stage_entries", lambda stages, probe: [None] * len(stages))
+    whole = copy.deepcopy(dense)
+    assert len(prune(whole)) == len(decoder_layers(dense)) * (1 + 4 * batches)
+    for a, b in zip(inside.parameters(), whole.parameters()):
+        assert torch.equal(a, b)
