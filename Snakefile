@@ -1,6 +1,6 @@
 """calmix: which calibration data keeps which capabilities of a pruned LLM.
 
-The DAG: raw corpora -> calibration shards -> OIT metrics; shards -> pruned checkpoints ->
+The DAG: raw corpora -> token ids -> calibration shards -> OIT metrics; shards -> pruned checkpoints ->
 per-dimension evaluations; dense model -> baseline evaluations; all -> retention, correlations, report.
 """
 
@@ -13,6 +13,7 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/fetch.smk"
 include: "rules/world.smk"
 include: "rules/calibration.smk"
 include: "rules/metrics.smk"

@@ -364,6 +364,10 @@ def warm_up(model: nn.Module, windows: torch.Tensor, args) -> None:
 def run_contender(name: str, args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.keep_malloc:
+        from calmix.devices import return_freed_memory_to_os
+
+        return_freed_memory_to_os()  # for both contenders, as the prune rule does
     cuda = torch.device(args.device).type == "cuda"
     if name == "calmix":
         import calmix.pruning  # noqa: F401  (import cost belongs to the baseline)
@@ -533,6 +537,8 @@ def parse_args(argv=None):
     g.add_argument("--offload", action="store_true", help="keep the model on the CPU, one layer at a time on --device")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--keep-malloc", action="store_true",
+                   help="leave glibc's dynamic mmap threshold on (both contenders); by default it is fixed, as in the prune rule")
     g.add_argument("--only", choices=CONTENDERS, help="run one contender in this process and print a JSON line")
     g.add_argument("--recompute-recon", action="store_true",
                    help="recompute calmix's recon error layer by layer even if its report has it (a check)")

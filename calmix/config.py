@@ -74,7 +74,15 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH, wor
     return config
 
 
+def _matches(workdir: Path, pattern: str) -> bool:
+    import glob
+
+    full = str(workdir / pattern)
+    return any(Path(p).is_file() for p in glob.glob(full, recursive=True)) if glob.has_magic(pattern) else Path(full).is_file()
+
+
 def _check_semantics(config: dict, workdir: Path) -> None:
+    from calmix.corpora import template_fields
     from calmix.metrics import METRICS
     from calmix.world import WORLD_GENERATORS
 
@@ -85,11 +93,20 @@ def _check_semantics(config: dict, workdir: Path) -> None:
                 f"config key '{where}.generator': unknown world generator {spec['generator']!r}. "
                 f"Choose one of: {', '.join(WORLD_GENERATORS)}"
             )
-        if spec["kind"] == "local" and not (workdir / spec["path"]).is_file():
+        if spec["kind"] == "local" and not _matches(workdir, spec["path"]):
             raise ConfigError(
-                f"config key '{where}.path': file {spec['path']!r} does not exist "
+                f"config key '{where}.path': no file matches {spec['path']!r} "
                 f"(relative paths are resolved against {workdir}). Fix the path or remove the source"
             )
+        if spec["kind"] == "hub" and "revision" not in spec and not (workdir / spec["path"]).is_dir():
+            raise ConfigError(
+                f"config key '{where}.revision': required for hub dataset {spec['path']!r}: pin the commit sha "
+                "(the dataset page's 'History' lists them) so every rerun reads the same records"
+            )
+        try:
+            template_fields(spec.get("template", "{text}"))
+        except ValueError as e:
+            raise ConfigError(f"config key '{where}.template': not a valid str.format template: {e}") from None
     for key, spec in config["models"].items():
         if spec["kind"] == "local" and not (workdir / spec["path"] / "config.json").is_file():
             raise ConfigError(

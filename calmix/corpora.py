@@ -1,66 +1,261 @@
 """Raw calibration corpora: one list of documents per source, independent of any model.
 
-Kinds: 'world' (the built-in generator) and 'local' (a .txt file with documents separated by blank
-lines, or a .jsonl file with one record per document).
+Kinds:
+
+* ``world``: the built-in generator (calmix.world).
+* ``local``: jsonl, json, parquet, csv or plain-text files, or a glob of them.
+* ``hub``: a dataset on the Hugging Face hub (or a dataset folder on disk), via ``datasets.load_dataset``.
+
+Each record becomes one document through the source's ``template`` (``str.format`` over the record's
+fields, e.g. ``"{question}\\n{answer}"``) or, with ``chat_field``, stays a list of chat messages that
+the tokenize step renders with the model's own chat template. Every document keeps the id of the
+record it came from (``file:line``, ``split:row``, ``generator:index``) so shards can name them.
 """
 
 from __future__ import annotations
 
+import csv
+import glob
 import json
+import logging
+import re
+import string
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
+from calmix import hub
+from calmix.io import atomic_path, sha256_file, write_json
 from calmix.world import World
+
+log = logging.getLogger(__name__)
+
+#: File formats of local sources, by extension (``format: auto``).
+FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text", ".md": "text"}
+
+
+#: Documents a world source generates unless it says otherwise.
+WORLD_DOCS = 400
 
 
 class CorpusError(ValueError):
-    """A source that cannot give documents; the message names the source and file."""
+    """A source that cannot give documents; the message names the source and the file or dataset."""
 
 
-def load_documents(name: str, spec: dict, world_seed: int = 0) -> list[str]:
-    """The documents of one calibration source, in a deterministic order."""
-    if spec["kind"] == "world":
-        return World(world_seed).documents(spec["generator"], spec["docs"], seed=1)
-    if spec["kind"] == "local":
-        return _local_documents(name, Path(spec["path"]), spec.get("field", "text"))
-    raise CorpusError(f"source {name!r}: unknown kind {spec['kind']!r}")
+def load_documents(name: str, spec: dict, world_seed: int = 0) -> tuple[list[dict], dict]:
+    """The documents of one calibration source in a deterministic order, and their provenance.
 
-
-def _local_documents(name: str, path: Path, field: str) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CorpusError(f"source {name!r}: cannot read {path}: {e}") from e
-    if path.suffix == ".jsonl":
-        docs = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"source {name!r}: {path} line {lineno} is not JSON: {e}") from e
-            if field not in record:
-                raise CorpusError(
-                    f"source {name!r}: {path} line {lineno} has no field {field!r}; fields present: {sorted(record)}"
-                )
-            docs.append(str(record[field]))
+    A document is ``{"id": ..., "text": ...}`` or, for chat sources, ``{"id": ..., "messages": [...]}``.
+    """
+    kind = spec["kind"]
+    if kind == "world":
+        texts = World(world_seed).documents(spec["generator"], spec.get("docs", WORLD_DOCS), seed=1)
+        docs = [{"id": f"{spec['generator']}:{i}", "text": t} for i, t in enumerate(texts)]
+        return docs, {"world_seed": world_seed}
+    if kind == "local":
+        files = local_files(name, spec["path"])
+        records = (r for path in files for r in _read_file(name, path, spec.get("format", "auto")))
+        provenance = {"files": [{"path": str(p), "sha256": sha256_file(p)} for p in files]}
+    elif kind == "hub":
+        records, provenance = _hub_records(name, spec)
     else:
-        docs = [block.strip() for block in text.split("\n\n")]
-    docs = [d for d in docs if d]
+        raise CorpusError(f"source {name!r}: unknown kind {kind!r}")
+    docs = list(islice(_documents(name, spec, records), spec.get("max_docs")))
     if not docs:
-        raise CorpusError(f"source {name!r}: {path} holds no documents")
-    return docs
+        raise CorpusError(f"source {name!r}: {_where(spec)} holds no non-empty documents")
+    return docs, provenance
 
 
-def write_corpus(docs: list[str], path: str | Path) -> None:
-    from calmix.io import atomic_path
+def local_files(name: str, pattern: str) -> list[Path]:
+    """The files of a local source: one path, or a glob (sorted, so the order never changes)."""
+    if glob.has_magic(pattern):
+        files = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
+        if not files:
+            raise CorpusError(f"source {name!r}: no file matches {pattern!r}")
+        return files
+    path = Path(pattern)
+    if not path.is_file():
+        raise CorpusError(f"source {name!r}: {pattern} does not exist or is not a file")
+    return [path]
 
+
+# --------------------------------------------------------------------------------------------
+# Records -> documents
+# --------------------------------------------------------------------------------------------
+
+
+def template_fields(template: str) -> list[str]:
+    """Top-level record fields a template reads: '{q}\\n{choices[text]}' -> ['q', 'choices']."""
+    fields = []
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field:
+            top = re.split(r"[.\[]", field, maxsplit=1)[0]
+            if top not in fields:
+                fields.append(top)
+    return fields
+
+
+def _documents(name: str, spec: dict, records: Iterable[tuple[str, dict]]) -> Iterator[dict]:
+    chat_field = spec.get("chat_field")
+    template = spec.get("template", "{text}")
+    needed = [chat_field] if chat_field else template_fields(template)
+    for rid, record in records:
+        missing = [f for f in needed if f not in record]
+        if missing:
+            what = "chat_field" if chat_field else "template field"
+            raise CorpusError(
+                f"source {name!r}: {what} {missing[0]!r} is missing from record {rid} of {_where(spec)}; "
+                f"fields present: {', '.join(sorted(record)) or '(none)'}"
+            )
+        if chat_field:
+            messages = record[chat_field]
+            if not _is_chat(messages):
+                raise CorpusError(
+                    f"source {name!r}: record {rid} field {chat_field!r} is not a list of {{role, content}} messages"
+                )
+            if messages:
+                yield {"id": rid, "messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
+            continue
+        try:
+            text = template.format_map(record)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise CorpusError(f"source {name!r}: template {template!r} fails on record {rid}: {e!r}") from e
+        if text.strip():
+            yield {"id": rid, "text": text}
+
+
+def _is_chat(messages: Any) -> bool:
+    return isinstance(messages, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in messages)
+
+
+def _where(spec: dict) -> str:
+    if spec["kind"] == "hub":
+        return f"dataset {spec['path']!r}" + (f" ({spec['name']})" if spec.get("name") else "")
+    return str(spec.get("path", spec.get("generator")))
+
+
+# --------------------------------------------------------------------------------------------
+# Local files
+# --------------------------------------------------------------------------------------------
+
+
+def _read_file(name: str, path: Path, fmt: str) -> Iterator[tuple[str, dict]]:
+    """(record id, record) for every record of one local file."""
+    if fmt == "auto":
+        fmt = FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise CorpusError(
+                f"source {name!r}: cannot tell the format of {path} from its extension; "
+                f"set format to one of {sorted(set(FORMATS.values()))}"
+            )
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for i, record in enumerate(pq.read_table(path).to_pylist()):
+                yield f"{path}:{i}", record
+            return
+        with open(path, encoding="utf-8", newline="" if fmt == "csv" else None) as f:
+            if fmt == "jsonl":
+                for lineno, line in enumerate(f, 1):
+                    if line.strip():
+                        yield f"{path}:{lineno}", _json_record(name, path, line, lineno)
+            elif fmt == "json":
+                data = json.load(f)
+                if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+                    data = next(iter(data.values()))  # {"data": [...]}
+                if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                    raise CorpusError(f"source {name!r}: {path} must hold a JSON list of objects")
+                for i, record in enumerate(data):
+                    yield f"{path}:{i}", record
+            elif fmt == "csv":
+                for i, record in enumerate(csv.DictReader(f)):
+                    yield f"{path}:{i}", record
+            else:  # text: documents separated by blank lines
+                for i, block in enumerate(re.split(r"\n\s*\n", f.read())):
+                    if block.strip():
+                        yield f"{path}:{i}", {"text": block.strip()}
+    except CorpusError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error, ValueError) as e:
+        raise CorpusError(f"source {name!r}: cannot read {path} as {fmt}: {e}") from e
+
+
+def _json_record(name: str, path: Path, line: str, lineno: int) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise CorpusError(f"source {name!r}: {path} line {lineno} is not JSON: {e}") from e
+    if not isinstance(record, dict):
+        raise CorpusError(f"source {name!r}: {path} line {lineno} is not a JSON object")
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face datasets
+# --------------------------------------------------------------------------------------------
+
+
+def _hub_records(name: str, spec: dict) -> tuple[Iterator[tuple[str, dict]], dict]:
+    """Records of a hub dataset (or a dataset folder on disk), and the revision they come from."""
+    path, split = spec["path"], spec.get("split", "train")
+    on_disk = Path(path).is_dir()
+    kwargs = {
+        "name": spec.get("name"),
+        "split": split,
+        "data_files": spec.get("data_files"),
+        "streaming": spec.get("streaming", False),
+    }
+    provenance: dict[str, Any] = {
+        "dataset": path, "config": spec.get("name"), "split": split, "data_files": spec.get("data_files"),
+    }
+    if on_disk:
+        provenance["revision"] = None  # a folder has no revision; its files are hashed by the corpus
+    else:
+        kwargs["revision"] = spec["revision"]
+        provenance["revision"] = spec["revision"]
+        provenance["resolved_revision"] = hub.resolve_dataset_revision(path, spec["revision"])
+    try:
+        dataset = hub.load_dataset(path, **kwargs, remote=not on_disk)
+    except hub.HubUnreachable as e:
+        raise CorpusError(
+            f"source {name!r}: dataset {path!r} (revision {spec.get('revision')}) is not in the local Hugging Face "
+            f"cache and the hub cannot be reached ({e}). Run `snakemake prefetch --configfile <your config>` on a "
+            "machine with network access first (or point HF_HOME at a cache that holds it)."
+        ) from None
+    except Exception as e:  # datasets raises many types (FileNotFoundError, ValueError, DatasetNotFoundError...)
+        raise CorpusError(f"source {name!r}: cannot load {_where(spec)} split {split!r}: {e}") from e
+    return ((f"{split}:{i}", dict(r)) for i, r in enumerate(dataset)), provenance
+
+
+# --------------------------------------------------------------------------------------------
+# The corpus file: jsonl of documents plus a manifest
+# --------------------------------------------------------------------------------------------
+
+
+def write_corpus(docs: list[dict], path: str | Path, source: str, spec: dict, provenance: dict) -> dict:
+    """Write the documents (jsonl) and their manifest (same name, .json) atomically."""
+    path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
-            for i, doc in enumerate(docs):
-                f.write(json.dumps({"id": i, "text": doc}, ensure_ascii=False) + "\n")
+            for doc in docs:
+                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    manifest = {
+        "source": source,
+        "spec": spec,
+        **provenance,
+        "documents": len(docs),
+        "chat": bool(spec.get("chat_field")),
+        "first_id": docs[0]["id"],
+        "last_id": docs[-1]["id"],
+        "sha256": sha256_file(path),
+    }
+    write_json(path.with_suffix(".json"), manifest)
+    log.info("%s: %d documents -> %s", source, len(docs), path)
+    return manifest
 
 
-def read_corpus(path: str | Path) -> list[str]:
+def read_corpus(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f]
+        return [json.loads(line) for line in f]

@@ -90,3 +90,26 @@ def compute_device(kind: str, lock_dir: Path | None = None, poll_s: float = 2.0)
             log.warning("all GPUs %s are taken by other jobs; waiting (is --resources gpu above the GPU count?)", gpus)
             waited = True
         time.sleep(poll_s)
+
+
+#: Allocations at least this large go straight to mmap, so freeing them returns memory to the OS.
+MMAP_THRESHOLD = 1 << 20
+
+
+def return_freed_memory_to_os() -> bool:
+    """Make glibc hand large freed buffers back to the OS at once (True if it could be set).
+
+    glibc raises its mmap threshold each time a large mmapped block is freed, after which buffers of
+    a few MB (activation batches) come from its heap and stay there when freed: a layer-by-layer
+    pruner's RSS then grows by about a layer's activation traffic per layer, none of it in use. A
+    fixed threshold (mallopt M_MMAP_THRESHOLD, which also stops the adjustment) keeps the RSS equal
+    to what is in use. No effect off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, MMAP_THRESHOLD))  # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False

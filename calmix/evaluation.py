@@ -217,7 +217,9 @@ def evaluate(
     """
     if not tasks:
         raise ValueError("evaluate: no tasks given")
-    model_path_str = str(model_path)
+    from calmix.hub import model_folder
+
+    model_path_str = str(model_folder(model_path))
     if (isinstance(model_path, Path) or Path(model_path_str).is_absolute()) and not Path(model_path_str).exists():
         raise FileNotFoundError(f"evaluate: model directory {model_path_str} does not exist")
 
@@ -310,3 +312,45 @@ def _lm_eval_version() -> str:
         except PackageNotFoundError:
             continue
     return "unknown"
+
+
+def builtin_tasks(tasks: list[str], task_dir: Path) -> list[str]:
+    """The tasks that are lm-eval's own (no YAML of calmix's): their data comes from the hub."""
+    return [t for t in tasks if not _task_yaml(t, task_dir).is_file()]
+
+
+def fetch_task_data(tasks: list[str]) -> dict:
+    """Download the datasets of lm-eval's built-in ``tasks`` into the Hugging Face cache, so that
+    evaluation jobs can run offline; returns what was fetched (task -> dataset, config, revision).
+
+    Without network it checks the cache instead and raises :class:`calmix.hub.HubUnreachable`
+    at once when a dataset is missing there.
+    """
+    from lm_eval.tasks import TaskManager
+
+    from calmix import hub
+
+    reason = hub.unreachable_reason()
+    task_manager = TaskManager(include_defaults=True)
+    unknown = [t for t in tasks if t not in task_manager.all_tasks]
+    if unknown:
+        raise TaskConfigError(f"lm-eval has no task {unknown[0]!r} (tasks asked for: {', '.join(tasks)})")
+    fetched: dict[str, Any] = {}
+    with hub.offline(reason is not None):
+        for task in tasks:
+            try:
+                loaded = task_manager.load([task])["tasks"]
+            except Exception as e:
+                if reason is None:
+                    raise
+                raise hub.HubUnreachable(
+                    f"the data of lm-eval task {task!r} is not in the local cache ({type(e).__name__}) and {reason}"
+                ) from e
+            for leaf, obj in loaded.items():
+                cfg = obj.config
+                fetched[leaf] = {
+                    "dataset": cfg.dataset_path,
+                    "config": cfg.dataset_name,
+                    "revision": (cfg.dataset_kwargs or {}).get("revision"),
+                }
+    return {"tasks": tasks, "leaves": fetched, "lm_eval": _lm_eval_version()}

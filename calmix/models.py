@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from calmix.hub import model_folder
 from calmix.io import atomic_path, read_json, sha256_file, write_json
 from calmix.shards import load_windows, manifest_path
 from calmix.tokenizer import load_tokenizer
@@ -21,8 +22,8 @@ SPARSITY_TOLERANCE = 0.005
 
 
 def load_model(path: str | Path, dtype: str = "float32"):
-    """A causal LM in eval mode from a save_pretrained folder."""
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype])
+    """A causal LM in eval mode from a save_pretrained folder (or a hub model's fetch manifest)."""
+    model = AutoModelForCausalLM.from_pretrained(str(model_folder(path)), dtype=DTYPES[dtype])
     return model.eval()
 
 

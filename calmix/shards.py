@@ -1,9 +1,19 @@
 """Calibration shards: nsamples windows of exactly seqlen tokens, never padded, recorded exactly.
 
-Sampling follows the reference SparseGPT loaders: random windows inside documents longer than
-seqlen (C4-style) when those documents hold at least nsamples x seqlen tokens, otherwise random
-windows of the joined token stream, documents separated by EOS (WikiText-style). The choice, the
-seed and every window's (document, offset) go into the manifest, with the sha256 of the parquet file.
+Two steps. ``tokenize_corpus`` turns a source's documents into token ids with one model's tokenizer
+(chat documents through its chat template), once per (model, source). ``build_shard`` samples one
+seeded set of windows from those ids:
+
+* ``windows`` (the reference SparseGPT loaders): random windows inside documents longer than a
+  window (C4-style) when those hold at least nsamples x seqlen tokens, else random windows of the
+  joined stream, documents separated by EOS (WikiText-style);
+* ``documents``: documents in a seeded random order, one window per document from its start (longer
+  ones are cut), short ones packed with the next ones after an EOS.
+
+The BOS policy is explicit: ``none`` (no BOS), ``document`` (a BOS before every document, as
+``tokenizer(text)`` gives for LLaMA-style tokenizers) or ``window`` (every window starts with BOS).
+The manifest records every window as token spans ``[doc, start, end]`` of its documents (joined by
+EOS), the record ids of those documents, and the sha256 of the parquet file.
 """
 
 from __future__ import annotations
@@ -19,49 +29,191 @@ from calmix.io import atomic_path, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
+SAMPLING = ("windows", "documents")
+BOS_POLICIES = ("none", "document", "window")
+
 
 class ShardError(ValueError):
     """A corpus that cannot fill a shard; the message says how many tokens it has and needs."""
 
 
-def sample_windows(doc_ids: list[list[int]], nsamples: int, seqlen: int, seed: int, eos_id: int) -> tuple[np.ndarray, list[tuple[int, int]], str]:
-    """Return (windows int32 [nsamples, seqlen], [(doc, offset)], placement).
+# --------------------------------------------------------------------------------------------
+# Tokenization (per model and source)
+# --------------------------------------------------------------------------------------------
 
-    doc is -1 for windows of the joined stream, whose offset is then a stream position.
+
+def tokenize_corpus(docs: list[dict], tokenizer, source: str) -> list[list[int]]:
+    """Token ids of every document, without special tokens (sampling adds BOS/EOS by policy).
+
+    Chat documents are rendered with the tokenizer's chat template; a template that writes its own
+    BOS token keeps it (the ``document`` policy then adds none).
     """
+    texts = []
+    for doc in docs:
+        if "messages" in doc:
+            if not getattr(tokenizer, "chat_template", None):
+                raise ShardError(
+                    f"source {source!r} holds chat messages but the model's tokenizer has no chat template; "
+                    "use a template over the record's fields instead of chat_field"
+                )
+            texts.append(tokenizer.apply_chat_template(doc["messages"], tokenize=False))
+        else:
+            texts.append(doc["text"])
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def write_tokens(path: str | Path, ids: list[list[int]], record_ids: list[str], manifest: dict) -> None:
+    """Token ids per document (parquet) plus a manifest (.json): written atomically, hashed."""
+    path = Path(path)
+    table = pa.table({"id": pa.array(record_ids, pa.string()), "input_ids": pa.array(ids, pa.list_(pa.int32()))})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    write_json(manifest_path(path), {
+        **manifest, "documents": len(ids), "tokens": int(sum(map(len, ids))), "sha256": sha256_file(path),
+    })
+
+
+def read_tokens(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
+    """(token ids per document, record id per document), after checking the file's sha256."""
+    verify(path, "tokenize")
+    table = pq.read_table(path)
+    ids = table.column("input_ids").combine_chunks()
+    offsets = ids.offsets.to_numpy()
+    values = ids.values.to_numpy(zero_copy_only=False).astype(np.int64)
+    docs = [values[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    return docs, table.column("id").to_pylist()
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+
+
+def sample_windows(
+    doc_ids: list, nsamples: int, seqlen: int, seed: int, eos_id: int, *,
+    sampling: str = "windows", bos: str = "none", bos_id: int | None = None,
+) -> tuple[np.ndarray, list[list[list[int]]], str]:
+    """Return (windows int64 [nsamples, seqlen], spans per window, placement).
+
+    A window's spans ``[doc, start, end]`` index the document's tokens (with the BOS in front under
+    the ``document`` policy) and are joined by EOS; under the ``window`` policy a BOS precedes them.
+    ``[-1, 0, 0]`` stands for no document: the window ends with the EOS before it.
+    Placement: 'documents' or 'stream' (windows mode) or 'packed' (documents mode).
+    """
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
+    if bos not in BOS_POLICIES:
+        raise ValueError(f"bos must be one of {BOS_POLICIES}, got {bos!r}")
+    if bos != "none" and bos_id is None:
+        raise ShardError(f"bos policy {bos!r} needs a BOS token, but the tokenizer has none; use bos: none")
+    docs = [np.asarray(d, dtype=np.int64) for d in doc_ids]
+    if bos == "document":
+        docs = [d if len(d) and d[0] == bos_id else np.concatenate([[bos_id], d]) for d in docs]
+    length = seqlen - 1 if bos == "window" else seqlen  # content tokens per window
+    if length < 1:
+        raise ShardError(f"seqlen {seqlen} leaves no room for tokens after the BOS")
     rng = np.random.default_rng(seed)
-    long_docs = [i for i, ids in enumerate(doc_ids) if len(ids) > seqlen]
-    if sum(len(doc_ids[i]) for i in long_docs) >= nsamples * seqlen:
-        docs = rng.choice(long_docs, size=nsamples, replace=True)
-        spots = [(int(d), int(rng.integers(0, len(doc_ids[d]) - seqlen + 1))) for d in docs]
-        windows = np.array([doc_ids[d][o:o + seqlen] for d, o in spots], dtype=np.int32)
-        return windows, spots, "documents"
-    stream = np.fromiter((t for ids in doc_ids for t in (*ids, eos_id)), dtype=np.int32)
-    if len(stream) < nsamples * seqlen:
+    if sampling == "documents":
+        spans, placement = _packed(docs, nsamples, length, seqlen, rng), "packed"
+    else:
+        spans, placement = _random_windows(docs, nsamples, length, seqlen, rng)
+    windows = np.stack([_assemble(docs, s, eos_id, bos_id if bos == "window" else None) for s in spans])
+    assert windows.shape == (nsamples, seqlen)
+    return windows, spans, placement
+
+
+def _random_windows(docs, nsamples, length, seqlen, rng) -> tuple[list, str]:
+    long_docs = [i for i, d in enumerate(docs) if len(d) > length]
+    if sum(len(docs[i]) for i in long_docs) >= nsamples * length:
+        chosen = rng.choice(long_docs, size=nsamples, replace=True)
+        spots = [(int(d), int(rng.integers(0, len(docs[d]) - length + 1))) for d in chosen]
+        return [[[d, o, o + length]] for d, o in spots], "documents"
+    sizes = np.array([len(d) + 1 for d in docs])  # each document and the EOS after it
+    total = int(sizes.sum())
+    if total < nsamples * length:
         raise ShardError(
-            f"corpus has {len(stream)} tokens but a shard of {nsamples} windows x {seqlen} tokens needs at least "
-            f"{nsamples * seqlen}: add documents (or lower calibration.nsamples / calibration.seqlen)"
+            f"corpus has {total} tokens but a shard of {nsamples} windows x {seqlen} tokens needs at least "
+            f"{nsamples * length}: add documents (or lower calibration.nsamples / calibration.seqlen)"
         )
-    offsets = rng.integers(0, len(stream) - seqlen + 1, size=nsamples)
-    windows = np.stack([stream[o:o + seqlen] for o in offsets])
-    return windows, [(-1, int(o)) for o in offsets], "stream"
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    offsets = rng.integers(0, total - length + 1, size=nsamples)
+    return [_stream_spans(docs, starts, int(o), length) for o in offsets], "stream"
+
+
+def _stream_spans(docs, starts, offset: int, length: int) -> list[list[int]]:
+    """Spans of the joined stream (doc, EOS, doc, EOS, ...) from offset for length tokens.
+
+    A window that starts on an EOS, or ends right after one, gets an empty span there; one that
+    ends with the stream's final EOS gets the span ``[-1, 0, 0]`` (an EOS with no document after it).
+    """
+    spans, end = [], offset + length
+    d = int(np.searchsorted(starts, offset, side="right")) - 1
+    while True:
+        lo, hi = max(offset, starts[d]) - starts[d], min(end, starts[d] + len(docs[d])) - starts[d]
+        spans.append([d, int(lo), int(max(lo, hi))])
+        if end <= starts[d] + len(docs[d]):
+            return spans
+        d += 1  # the EOS after document d is inside the window
+        if d == len(docs):
+            return spans + [[-1, 0, 0]]
+
+
+def _packed(docs, nsamples, length, seqlen, rng) -> list:
+    order = rng.permutation(len(docs))
+    spans, k = [], 0
+    for _ in range(nsamples):
+        window, filled = [], 0
+        while filled < length:
+            if k == len(order):
+                usable = sum(min(len(d), length) for d in docs)
+                raise ShardError(
+                    f"corpus has {len(docs)} documents ({sum(map(len, docs))} tokens, {usable} usable as one window "
+                    f"per document) but documents sampling needs {nsamples} windows x {seqlen} tokens; it filled "
+                    f"{len(spans)}. Add documents, lower calibration.nsamples / seqlen, or use sampling: windows"
+                )
+            if window:
+                filled += 1  # the EOS before the next document
+                if filled == length:
+                    window.append([-1, 0, 0])  # the window ends with that EOS
+                    break
+            d = int(order[k])
+            k += 1
+            take = min(len(docs[d]), length - filled)
+            window.append([d, 0, take])
+            filled += take
+        spans.append(window)
+    return spans
+
+
+def _assemble(docs, spans, eos_id: int, bos_id: int | None) -> np.ndarray:
+    parts = [] if bos_id is None else [np.array([bos_id])]
+    for i, (d, lo, hi) in enumerate(spans):
+        if i:
+            parts.append(np.array([eos_id]))
+        parts.append(docs[d][lo:hi] if d >= 0 else np.array([], dtype=np.int64))
+    return np.concatenate(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Shards
+# --------------------------------------------------------------------------------------------
 
 
 def build_shard(
-    docs: list[str], tokenizer, *, nsamples: int, seqlen: int, seed: int, source: str, spec: dict,
-    corpus_sha256: str, tokenizer_sha256: str, path: str | Path,
+    doc_ids: list, record_ids: list[str], *, nsamples: int, seqlen: int, seed: int, source: str, spec: dict,
+    sampling: str, bos: str, bos_id: int | None, eos_id: int, tokens_sha256: str, tokenizer_sha256: str,
+    path: str | Path,
 ) -> dict:
-    """Tokenize docs, sample windows and write path (.parquet) plus its manifest (.json)."""
-    doc_ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    """Sample windows and write path (.parquet) plus its manifest (.json)."""
     try:
-        windows, spots, placement = sample_windows(doc_ids, nsamples, seqlen, seed, tokenizer.eos_token_id)
+        windows, spans, placement = sample_windows(
+            doc_ids, nsamples, seqlen, seed, eos_id, sampling=sampling, bos=bos, bos_id=bos_id
+        )
     except ShardError as e:
         raise ShardError(f"source {source!r}: {e}") from None
     table = pa.table({
         "window": pa.array(np.arange(nsamples, dtype=np.int32)),
-        "doc": pa.array([d for d, _ in spots], pa.int32()),
-        "offset": pa.array([o for _, o in spots], pa.int64()),
-        "input_ids": pa.array(list(windows), pa.list_(pa.int32())),
+        "input_ids": pa.array(list(windows.astype(np.int32)), pa.list_(pa.int32())),
     })
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -72,29 +224,39 @@ def build_shard(
         "seed": seed,
         "nsamples": nsamples,
         "seqlen": seqlen,
-        "sampling": "windows",
+        "sampling": sampling,
+        "bos": bos,
         "placement": placement,
-        "corpus_documents": len(docs),
-        "corpus_tokens": int(sum(len(ids) for ids in doc_ids)),
-        "corpus_sha256": corpus_sha256,
+        "corpus_documents": len(doc_ids),
+        "corpus_tokens": int(sum(len(d) for d in doc_ids)),
+        "tokens_sha256": tokens_sha256,
         "tokenizer_sha256": tokenizer_sha256,
-        "windows": [[d, o] for d, o in spots],
+        "windows": spans,
+        "record_ids": [[record_ids[d] if d >= 0 else None for d, _, _ in s] for s in spans],
         "sha256": sha256_file(path),
     }
     write_json(manifest_path(path), manifest)
-    log.info("%s: %d windows x %d tokens (%s) -> %s", source, nsamples, seqlen, placement, path)
+    log.info("%s: %d windows x %d tokens (%s, %s, bos %s) -> %s", source, nsamples, seqlen, sampling, placement, bos, path)
     return manifest
 
 
-def manifest_path(shard: str | Path) -> Path:
-    return Path(shard).with_suffix(".json")
+def manifest_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
 
 
-def load_windows(shard: str | Path, verify: bool = True) -> np.ndarray:
-    """The shard's windows as int64 [nsamples, seqlen]; with verify, check the manifest's sha256."""
-    if verify:
-        expected = read_json(manifest_path(shard))["sha256"]
-        if sha256_file(shard) != expected:
-            raise ShardError(f"{shard}: sha256 does not match its manifest; delete it and rerun to rebuild it")
+def verify(path: str | Path, rule: str) -> None:
+    """Refuse a file whose sha256 differs from its manifest's (truncated, edited, half-copied)."""
+    expected = read_json(manifest_path(path))["sha256"]
+    if sha256_file(path) != expected:
+        raise ShardError(
+            f"{path}: sha256 does not match its manifest {manifest_path(path)}; delete both and rerun "
+            f"(the {rule} rule rebuilds them)"
+        )
+
+
+def load_windows(shard: str | Path, verify_hash: bool = True) -> np.ndarray:
+    """The shard's windows as int64 [nsamples, seqlen]; by default check the manifest's sha256 first."""
+    if verify_hash:
+        verify(shard, "shard")
     column = pq.read_table(shard, columns=["input_ids"]).column("input_ids")
     return np.array(column.to_pylist(), dtype=np.int64)

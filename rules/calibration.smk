@@ -1,9 +1,13 @@
-# Calibration data: raw corpora per source (model-independent), then token shards per model and seed.
+# Calibration data: raw corpora per source (model-independent, fetched once), token ids per model
+# and source, then one shard of windows per seed.
 
 
 rule corpus:
+    input:
+        source_files,
     output:
-        "results/corpora/{calib}.jsonl",
+        corpus="results/corpora/{calib}.jsonl",
+        manifest="results/corpora/{calib}.json",
     params:
         spec=source_spec,
         world_seed=lambda wc: world_seed_of(source_spec(wc)),
@@ -15,15 +19,30 @@ rule corpus:
         "../scripts/corpus.py"
 
 
-rule shard:
+rule tokenize:
     input:
         corpus="results/corpora/{calib}.jsonl",
         model=lambda wc: model_dir(wc.model),
+    output:
+        tokens="results/tokens/{model}/{calib}.parquet",
+        manifest="results/tokens/{model}/{calib}.json",
+    conda:
+        "../envs/calmix.yaml"
+    log:
+        "logs/tokenize/{model}/{calib}.log",
+    script:
+        "../scripts/tokenize_corpus.py"
+
+
+rule shard:
+    input:
+        "results/tokens/{model}/{calib}.parquet",
     output:
         shard="results/shards/{model}/{calib}/seed{seed}.parquet",
         manifest="results/shards/{model}/{calib}/seed{seed}.json",
     params:
         spec=source_spec,
+        sampling=sampling_of,
         nsamples=config["calibration"]["nsamples"],
         seqlen=config["calibration"]["seqlen"],
     conda:

@@ -1,3 +1,5 @@
+import glob
+import json
 import os
 import re
 from pathlib import Path
@@ -11,10 +13,11 @@ try:
 except ConfigError as e:
     raise WorkflowError(f"Invalid config: {e}") from None
 
-# The built-in study is offline by design: fail fast instead of retrying hub downloads.
-if all(m["kind"] != "hub" for m in config["models"].values()):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Jobs run offline: only the fetch rules (localrules, run on this host) reach the hub, and
+# `snakemake prefetch` runs them ahead, so compute nodes never wait on retries. A user's own
+# HF_HUB_OFFLINE is kept as it is (calmix.hub then reads the local cache only).
+if "HF_HUB_OFFLINE" not in os.environ:
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", CALMIX_OFFLINE_BY_WORKFLOW="1")
 
 MODELS = list(config["models"])
 SOURCES = list(config["calibration"]["sources"])
@@ -27,6 +30,8 @@ DIMENSIONS = list(config["evaluation"]["dimensions"])
 TASK_DIR = str(RESOURCES / "lm_eval_tasks")
 
 WORLD_MODELS = [m for m, spec in config["models"].items() if spec["kind"] == "world"]
+HUB_MODELS = [m for m, spec in config["models"].items() if spec["kind"] == "hub"]
+HUB_SOURCES = [s for s, spec in config["calibration"]["sources"].items() if spec["kind"] == "hub"]
 
 
 wildcard_constraints:
@@ -40,9 +45,20 @@ wildcard_constraints:
 
 
 def model_dir(model):
-    """The dense model's save_pretrained folder: trained by the workflow, or given by the user."""
+    """What loads the dense model: the folder trained by the workflow or given by the user, or for a
+    hub model the fetch manifest that names its snapshot in the Hugging Face cache."""
     spec = config["models"][model]
+    if spec["kind"] == "hub":
+        return f"results/models/{model}.json"
     return f"results/models/{model}" if spec["kind"] == "world" else spec["path"]
+
+
+def model_mem_mb(model, input_mb):
+    """Memory for a job holding the dense model: a hub model's size comes from its fetch manifest."""
+    if config["models"][model]["kind"] == "hub" and os.path.exists(model_dir(model)):
+        with open(model_dir(model)) as f:
+            input_mb += json.load(f)["bytes"] / 2**20
+    return max(2000, int(6 * input_mb))
 
 
 def source_spec(wildcards):
@@ -50,14 +66,40 @@ def source_spec(wildcards):
     return config["calibration"]["sources"][wildcards.calib]
 
 
+def source_files(wildcards):
+    """A local source's files, so that editing one reruns its branch (and only its branch)."""
+    spec = source_spec(wildcards)
+    if spec["kind"] != "local":
+        return []
+    return sorted(glob.glob(spec["path"], recursive=True)) if glob.has_magic(spec["path"]) else [spec["path"]]
+
+
+def sampling_of(wildcards):
+    """The source's sampling mode and BOS policy (its own, else the calibration defaults)."""
+    spec, calibration = source_spec(wildcards), config["calibration"]
+    return {key: spec.get(key, calibration[key]) for key in ("sampling", "bos")}
+
+
 def world_seed_of(spec):
     return config["world"]["seed"] if spec["kind"] == "world" else None
 
 
-def task_data(dimension):
-    """Local lm-eval task data this dimension's evaluation reads (the world's held-out items)."""
+def builtin_tasks(dimension):
+    """The dimension's lm-eval built-in tasks (their data is fetched from the hub ahead of time)."""
     tasks = config["evaluation"]["dimensions"][dimension]["tasks"]
-    return [f"results/world/eval/{t}.jsonl" for t in tasks if t.startswith("world_")]
+    return [t for t in tasks if not (RESOURCES / "lm_eval_tasks" / f"{t}.yaml").is_file()]
+
+
+def task_data(dimension):
+    """What this dimension's evaluation reads: the world's held-out items, or the fetched task data."""
+    tasks = config["evaluation"]["dimensions"][dimension]["tasks"]
+    data = [f"results/world/eval/{t}.jsonl" for t in tasks if t.startswith("world_")]
+    return data + ([f"results/eval/data/{dimension}.json"] if builtin_tasks(dimension) else [])
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
 
 
 def pruning_targets():

@@ -12,7 +12,7 @@ rule prune:
         device=DEVICE,
     resources:
         gpu=GPU,
-        mem_mb=lambda wc, input: max(2000, int(6 * input.size_mb)),
+        mem_mb=lambda wc, input: model_mem_mb(wc.model, input.size_mb),
     conda:
         "../envs/calmix.yaml"
     log:

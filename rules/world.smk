@@ -3,7 +3,8 @@
 
 rule world_corpus:
     output:
-        "results/world/pretrain.jsonl",
+        corpus="results/world/pretrain.jsonl",
+        manifest="results/world/pretrain.json",
     params:
         seed=config["world"]["seed"],
         docs=config["world"]["train_docs"],

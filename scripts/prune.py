@@ -1,10 +1,11 @@
 """Prune the dense model (with a calibration shard, unless the method is data-free); save, reload, verify."""
 
-from calmix.devices import compute_device
+from calmix.devices import compute_device, return_freed_memory_to_os
 from calmix.logs import setup_logging
 from calmix.models import prune_checkpoint
 
 setup_logging(snakemake.log[0], snakemake.threads)
+return_freed_memory_to_os()
 w = snakemake.wildcards
 with compute_device(snakemake.params.device) as device:
     prune_checkpoint(

@@ -9,7 +9,7 @@ from calmix.tokenizer import train_tokenizer
 from calmix.training import train_model
 
 setup_logging(snakemake.log[0], snakemake.threads)
-docs = read_corpus(snakemake.input[0])
+docs = [d["text"] for d in read_corpus(snakemake.input[0])]
 tokenizer = train_tokenizer(docs, snakemake.params.vocab_size)
 with atomic_path(snakemake.output[0]) as tmp:
     summary = train_model(docs, tokenizer, snakemake.params.arch, snakemake.params.train, snakemake.params.train["seed"], tmp)

@@ -31,7 +31,8 @@ def test_defaults_come_from_the_schema():
     assert config["pruning"]["structures"] == ["unstructured"] and config["pruning"]["percdamp"] == 0.01
     assert config["device"] == "cpu"
     assert config["calibration"]["nsamples"] == 64 and config["calibration"]["seeds"] == [0]
-    assert config["calibration"]["sources"]["web"]["docs"] == 400
+    assert config["calibration"]["sampling"] == "windows" and config["calibration"]["bos"] == "none"
+    assert config["calibration"]["sources"]["web"] == {"kind": "world", "generator": "web"}  # no other kind's keys
     assert config["world"]["model"]["hidden_size"] == 128
 
 
@@ -47,7 +48,7 @@ def test_shipped_config_is_valid():
         ({"pruning__sparsities": [1.5]}, "pruning.sparsities[0]", "maximum"),
         ({"pruning__sparsities": [0.0]}, "pruning.sparsities[0]", "minimum"),
         ({"calibration__sources": {"x": {"kind": "hubb"}}}, "calibration.sources.x.kind", "is not one of"),
-        ({"calibration__sources": {"x": {"kind": "local", "path": "no/such/file.txt"}}}, "calibration.sources.x.path", "does not exist"),
+        ({"calibration__sources": {"x": {"kind": "local", "path": "no/such/file.txt"}}}, "calibration.sources.x.path", "no file matches"),
         ({"evaluation__dimensions": {"math": {"tasks": []}}}, "evaluation.dimensions.math.tasks", "should be non-empty"),
         ({"calibration__sources": {"x": {"kind": "world", "generator": "nope"}}}, "calibration.sources.x.generator", "unknown world generator"),
         ({"metrics": ["perplexity", "nope"]}, "metrics[1]", "unknown metric"),

@@ -1,6 +1,7 @@
 """The GPU lock-file pool: each concurrent job gets its own GPU, and a released GPU is reused."""
 
 import os
+import sys
 import threading
 
 import pytest
@@ -62,3 +63,21 @@ def test_no_gpu_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(DeviceError, match="config key 'device'"):
         with compute_device("cuda", tmp_path):
             pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_activation_buffers_go_back_to_the_os():
+    import torch
+
+    from calmix.devices import return_freed_memory_to_os
+
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    assert return_freed_memory_to_os()
+    before = rss_mb()
+    buffers = [torch.ones(1 << 20) for _ in range(64)]  # 64 x 4 MiB, like activation batches
+    held = rss_mb()
+    del buffers
+    assert held - before > 200 and rss_mb() - before < 50

@@ -8,7 +8,6 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from calmix.models import _verify, load_model, parse_target, prune_checkpoint, target_label
 from calmix.pruning import PruningError
-from calmix.shards import build_shard
 from calmix.world import World
 
 
@@ -25,10 +24,9 @@ def dense_dir(tmp_path_factory, world_tokenizer):
 
 
 @pytest.fixture(scope="module")
-def shard(tmp_path_factory, world_tokenizer):
+def shard(tmp_path_factory, make_shard):
     path = tmp_path_factory.mktemp("shard") / "web.parquet"
-    build_shard(World(0).documents("web", 60, seed=1), world_tokenizer, nsamples=8, seqlen=32, seed=0,
-                source="web", spec={}, corpus_sha256="", tokenizer_sha256="", path=path)
+    make_shard(World(0).documents("web", 60, seed=1), path, nsamples=8, seqlen=32)
     return path
 
 

@@ -3,6 +3,7 @@
 Each workflow runs in its own temporary working directory (--directory), so results never mix.
 """
 
+import collections
 import copy
 import re
 import shutil
@@ -53,6 +54,26 @@ def test_dry_run_plans_the_whole_study(tmp_path, config):
     assert {"shard", "metrics", "prune", "evaluate_pruned", "evaluate_dense", "report"} <= rules
 
 
+def test_paper_config_plans_every_job_offline(tmp_path):
+    # 15 hub sources x 1 seed, one hub model, SparseGPT at one sparsity, 4 dimensions (one fetch of
+    # lm-eval task data each), plus the aggregates; target rules without outputs (all) are not listed.
+    result = snakemake(tmp_path, "-n", configfile=REPO / "experiments" / "paper-llama3.1-8b.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = collections.Counter(rule for rule, _ in planned_jobs(result.stdout))
+    assert counts == {
+        "fetch_model": 1, "corpus": 15, "tokenize": 15, "shard": 15, "metrics": 15, "metric_table": 1,
+        "prune": 15, "fetch_task_data": 4, "evaluate_dense": 4, "evaluate_pruned": 15 * 4, "report": 1,
+    }
+    assert not (tmp_path / "results").exists()
+
+
+def test_prefetch_plans_exactly_the_downloads(tmp_path):
+    result = snakemake(tmp_path, "-n", "prefetch", configfile=REPO / "experiments" / "paper-llama3.1-8b.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = collections.Counter(rule for rule, _ in planned_jobs(result.stdout))
+    assert counts == {"fetch_model": 1, "corpus": 15, "fetch_task_data": 4}
+
+
 BAD_CONFIGS = {
     "unknown key": (lambda c: c["pruning"].update(bogus=1), "pruning.bogus"),
     "wrong type": (lambda c: c["calibration"].update(nsamples="many"), "calibration.nsamples"),
@@ -61,6 +82,18 @@ BAD_CONFIGS = {
     "missing local file": (
         lambda c: c["calibration"]["sources"].update(x={"kind": "local", "path": "nope.txt"}),
         "calibration.sources.x.path",
+    ),
+    "hub dataset without a revision": (
+        lambda c: c["calibration"]["sources"].update(x={"kind": "hub", "path": "allenai/c4"}),
+        "calibration.sources.x.revision",
+    ),
+    "broken template": (
+        lambda c: c["calibration"]["sources"]["web"].update(template="{question"),
+        "calibration.sources.web.template",
+    ),
+    "hub model without a revision": (
+        lambda c: c["models"].update(llama={"kind": "hub", "path": "meta-llama/Llama-3.1-8B"}),
+        "models.llama.revision",
     ),
     "dimension with no task": (
         lambda c: c["evaluation"]["dimensions"].update(math={"tasks": []}),
@@ -131,6 +164,7 @@ def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_runs, tmp
     calibrated = [m for m in config["pruning"]["methods"] if m != "magnitude"]
     expected = sorted([
         ("corpus", "results/corpora/stories.jsonl"),
+        ("tokenize", "results/tokens/world/stories.parquet"),
         ("shard", "results/shards/world/stories/seed0.parquet"),
         ("metrics", "results/metrics/world/stories/seed0.json"),
         *[("prune", f"results/pruned/world/{m}/{sparsity}/stories/seed0") for m in calibrated],

@@ -1,0 +1,145 @@
+"""The only place calmix talks to the Hugging Face hub, so that no job waits on retries without network.
+
+The workflow runs every job offline (rules/common.smk sets ``HF_HUB_OFFLINE``) except the fetch rules
+(hub corpora, hub models, lm-eval task data), which run on the submitting host and can be run ahead
+with ``snakemake prefetch``. A fetch first probes the hub endpoint (a few seconds at most); when it is
+unreachable it reads the local cache only and, failing that, raises :class:`HubUnreachable` at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for a TCP connection to the hub before treating it as unreachable.
+PROBE_TIMEOUT = 5.0
+
+#: Set by the workflow when it (not the user) switched the hub off for compute jobs.
+WORKFLOW_OFFLINE = "CALMIX_OFFLINE_BY_WORKFLOW"
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class HubUnreachable(RuntimeError):
+    """The hub cannot be reached and the local cache does not hold what was asked for."""
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def user_offline() -> bool:
+    """Whether the user asked for offline mode (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE themselves)."""
+    if os.environ.get(WORKFLOW_OFFLINE):
+        return False
+    return any(_truthy(os.environ.get(v)) for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def unreachable_reason() -> str | None:
+    """Why the hub cannot be reached now (None when it can): offline mode, DNS or connection failure."""
+    if user_offline():
+        return "offline mode is set (HF_HUB_OFFLINE)"
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT).close()
+    except OSError as e:
+        return f"{url.hostname}:{port} is unreachable: {e}"
+    return None
+
+
+@contextlib.contextmanager
+def offline(on: bool) -> Iterator[None]:
+    """Switch huggingface_hub and datasets to (or out of) offline mode inside the block.
+
+    Both libraries read the environment once at import, so their module constants are patched.
+    """
+    import datasets.config
+    import huggingface_hub.constants as hub_constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = on
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
+
+
+def load_dataset(path: str, *, remote: bool = True, **kwargs: Any):
+    """``datasets.load_dataset`` that never retries against an unreachable hub.
+
+    ``remote=False`` is for dataset folders on disk. Online, it loads normally; offline, from the
+    local cache, raising :class:`HubUnreachable` if the cache does not have it.
+    """
+    import datasets
+
+    if not remote:
+        with offline(True):
+            return datasets.load_dataset(path, **kwargs)
+    reason = unreachable_reason()
+    with offline(reason is not None):
+        try:
+            return datasets.load_dataset(path, **kwargs)
+        except Exception as e:
+            if reason is None:
+                raise
+            raise HubUnreachable(f"{reason}; cache lookup failed: {type(e).__name__}") from e
+
+
+def resolve_dataset_revision(path: str, revision: str) -> str | None:
+    """The commit sha a dataset revision (branch, tag or sha) points to; None when it cannot be asked."""
+    if _SHA.match(revision):
+        return revision
+    if unreachable_reason() is not None:
+        return None
+    from huggingface_hub import HfApi
+
+    sha = HfApi().dataset_info(path, revision=revision).sha
+    log.warning("dataset %s: revision %r is not pinned; it resolves to %s today (pin that sha)", path, revision, sha)
+    return sha
+
+
+#: Files of a model repository that loading needs (weights, configs, tokenizer); no other formats.
+MODEL_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "*.jinja"]
+
+
+def download_model(repo: str, revision: str) -> tuple[Path, str]:
+    """Snapshot a model repository into the Hugging Face cache; returns (local folder, commit sha)."""
+    from huggingface_hub import snapshot_download
+
+    reason = unreachable_reason()
+    with offline(reason is not None):
+        try:
+            folder = snapshot_download(
+                repo, revision=revision, allow_patterns=MODEL_FILES, local_files_only=reason is not None
+            )
+        except Exception as e:
+            if reason is None:
+                raise
+            raise HubUnreachable(
+                f"model {repo!r} (revision {revision}) is not in the local Hugging Face cache and {reason}. "
+                "Run `snakemake prefetch --configfile <your config>` on a machine with network access first "
+                "(or point HF_HOME at a cache that holds it)."
+            ) from e
+    folder = Path(folder)
+    return folder, folder.name  # snapshot folders are named by the commit sha
+
+
+def model_folder(ref: str | Path) -> Path:
+    """The folder to load a model from: ``ref`` itself, or for a hub model the snapshot folder named
+    by its fetch manifest (results/models/<key>.json, written by the fetch_model rule)."""
+    ref = Path(ref)
+    if ref.suffix == ".json":
+        from calmix.io import read_json
+
+        return Path(read_json(ref)["path"])
+    return ref

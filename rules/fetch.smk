@@ -1,0 +1,45 @@
+# Everything that downloads: hub models and lm-eval task data (hub corpora are fetched by the corpus
+# rule). These run on the submitting host (localrules), and `snakemake prefetch` runs them ahead so
+# that compute nodes, and every other job, stay offline.
+
+
+localrules:
+    corpus,
+    fetch_model,
+    fetch_task_data,
+    prefetch,
+
+
+rule fetch_model:
+    output:
+        "results/models/{model}.json",
+    params:
+        spec=lambda wc: config["models"][wc.model],
+    wildcard_constraints:
+        model=one_of(HUB_MODELS),
+    conda:
+        "../envs/calmix.yaml"
+    log:
+        "logs/fetch_model/{model}.log",
+    script:
+        "../scripts/fetch_model.py"
+
+
+rule fetch_task_data:
+    output:
+        "results/eval/data/{dimension}.json",
+    params:
+        tasks=lambda wc: builtin_tasks(wc.dimension),
+    conda:
+        "../envs/calmix.yaml"
+    log:
+        "logs/fetch_task_data/{dimension}.log",
+    script:
+        "../scripts/fetch_task_data.py"
+
+
+rule prefetch:
+    input:
+        expand("results/corpora/{calib}.jsonl", calib=HUB_SOURCES),
+        expand("results/models/{model}.json", model=HUB_MODELS),
+        expand("results/eval/data/{dimension}.json", dimension=[d for d in DIMENSIONS if builtin_tasks(d)]),

@@ -1,0 +1,23 @@
+"""Tokenize one source's corpus with one model's tokenizer (chat documents via its chat template)."""
+
+from calmix.corpora import read_corpus
+from calmix.io import sha256_file
+from calmix.logs import setup_logging
+from calmix.shards import tokenize_corpus, write_tokens
+from calmix.tokenizer import load_tokenizer, tokenizer_hash
+
+setup_logging(snakemake.log[0])
+tokenizer = load_tokenizer(snakemake.input.model)
+docs = read_corpus(snakemake.input.corpus)
+write_tokens(
+    snakemake.output.tokens,
+    tokenize_corpus(docs, tokenizer, snakemake.wildcards.calib),
+    [str(d["id"]) for d in docs],
+    {
+        "source": snakemake.wildcards.calib,
+        "corpus_sha256": sha256_file(snakemake.input.corpus),
+        "tokenizer_sha256": tokenizer_hash(tokenizer),
+        "bos_id": tokenizer.bos_token_id,
+        "eos_id": tokenizer.eos_token_id,
+    },
+)
