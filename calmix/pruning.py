@@ -899,7 +899,7 @@ def _prune_layer(
 
     # Error propagation: the next layer sees what this pruned layer produces.
     for batch in batches:
-        batch.hidden = _run_layer(layer, batch, index, name)
+        batch.hidden.copy_(_run_layer(layer, batch, index, name))  # reuse the captured buffers: no heap churn
     return [entries[n] for n in linears]
 
 

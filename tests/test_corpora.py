@@ -147,3 +147,28 @@ def test_model_folder_follows_a_fetch_manifest(tmp_path):
     (tmp_path / "llama.json").write_text(json.dumps({"path": "/cache/snapshots/abc"}))
     assert str(model_folder(tmp_path / "llama.json")) == "/cache/snapshots/abc"
     assert model_folder(tmp_path / "folder") == tmp_path / "folder"
+
+
+def test_hub_text_folder_and_a_source_end_to_end(tmp_path, world_tokenizer):
+    # A text dataset folder (one record per line, as datasets' text loader reads it), then the whole
+    # path a source takes: documents -> token ids -> a shard in documents mode with a BOS per document.
+    from calmix.shards import build_shard, load_windows, tokenize_corpus
+
+    folder = tmp_path / "lines"
+    folder.mkdir()
+    lines = [f"the city of tor{i}ville lies in the north." for i in range(40)]
+    (folder / "train.txt").write_text("\n".join(lines) + "\n")
+    docs, _ = load_documents("lines", {"kind": "hub", "path": str(folder)})
+    assert [d["text"] for d in docs] == lines and docs[3]["id"] == "train:3"
+    tok = world_tokenizer
+    ids = tokenize_corpus(docs, tok, "lines")
+    manifest = build_shard(
+        ids, [d["id"] for d in docs], nsamples=4, seqlen=24, seed=3, source="lines", spec={}, sampling="documents",
+        bos="document", bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, tokens_sha256="", tokenizer_sha256="",
+        path=tmp_path / "s.parquet",
+    )
+    windows = load_windows(tmp_path / "s.parquet")
+    assert windows.shape == (4, 24) and (windows[:, 0] == tok.bos_token_id).all()
+    for spans, rids, row in zip(manifest["windows"], manifest["record_ids"], windows):
+        first = int(rids[0].split(":")[1])
+        assert row[1 : 1 + spans[0][2] - 1].tolist() == ids[first][: spans[0][2] - 1]
