@@ -83,6 +83,7 @@ def _matches(workdir: Path, pattern: str) -> bool:
 
 def _check_semantics(config: dict, workdir: Path) -> None:
     from calmix.corpora import template_fields
+    from calmix.evaluation import executes_code
     from calmix.metrics import METRICS
     from calmix.world import WORLD_GENERATORS
 
@@ -119,6 +120,12 @@ def _check_semantics(config: dict, workdir: Path) -> None:
     world_tasks = {p.stem for p in (SCHEMA_PATH.parent / "lm_eval_tasks").glob("*.yaml")}
     for dim, spec in config["evaluation"]["dimensions"].items():
         for i, task in enumerate(spec["tasks"]):
+            if executes_code(task) and not config["evaluation"]["allow_code_execution"]:
+                raise ConfigError(
+                    f"config key 'evaluation.dimensions.{dim}.tasks[{i}]': lm-eval task {task!r} executes the code "
+                    "the model writes. Set evaluation.allow_code_execution: true to run it (on a machine where "
+                    "running untrusted code is acceptable), or remove the task"
+                )
             if task.startswith("world_") and task not in world_tasks:
                 raise ConfigError(
                     f"config key 'evaluation.dimensions.{dim}.tasks[{i}]': unknown world task {task!r}. "

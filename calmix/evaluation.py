@@ -29,6 +29,15 @@ DEFAULT_TASK_DIR = Path(__file__).resolve().parent.parent / "resources" / "lm_ev
 _GLOB_CHARS = set("*?[")
 
 
+#: lm-eval task families that execute model-written code (their YAMLs say ``unsafe_code: true``).
+CODE_EXECUTING_TASKS = ("humaneval", "mbpp", "cruxeval", "longproc_pseudo_to_code")
+
+
+def executes_code(task: str) -> bool:
+    """Whether an lm-eval task runs the code the model writes (needs evaluation.allow_code_execution)."""
+    return task.startswith(CODE_EXECUTING_TASKS)
+
+
 class TaskConfigError(FileNotFoundError):
     """A task's YAML or one of its data files is missing."""
 
@@ -206,6 +215,7 @@ def evaluate(
     seed: int = 1234,
     device: str = "cpu",
     dtype: str = "float32",
+    allow_code_execution: bool = False,
 ) -> dict:
     """Score one model on each task, zero-shot with fixed seeds; JSON-serialisable result.
 
@@ -217,6 +227,16 @@ def evaluate(
     """
     if not tasks:
         raise ValueError("evaluate: no tasks given")
+    unsafe = [t for t in tasks if executes_code(t)]
+    if unsafe and not allow_code_execution:
+        raise TaskConfigError(
+            f"lm-eval tasks {unsafe} execute model-written code; pass allow_code_execution=True "
+            "(config: evaluation.allow_code_execution: true) only where running untrusted code is acceptable"
+        )
+    if unsafe:
+        import os
+
+        os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # the `evaluate` library's code_eval metric asks for it
     from calmix.hub import model_folder
 
     model_path_str = str(model_folder(model_path))
@@ -270,6 +290,7 @@ def evaluate(
         numpy_random_seed=seed,
         torch_random_seed=seed,
         fewshot_random_seed=seed,
+        confirm_run_unsafe_code=allow_code_execution,
     )
     if results is None:  # only rank 0 gets results
         raise RuntimeError("lm-eval returned no results (not the main process?)")

@@ -41,7 +41,8 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy import stats
+
+from calmix.stats import benjamini_hochberg, spearman
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ RETENTION_COLUMNS = [
     *KEYS, "level", "name", "dimension", "metric",
     "score", "dense_score", "chance", "retention", "chance_adjusted",
 ]
-CORRELATION_COLUMNS = [*GROUP, "metric", "dimension", "rho", "p", "n"]
+CORRELATION_COLUMNS = [*GROUP, "metric", "dimension", "rho", "p", "p_method", "q", "n"]
 ALPHA = 0.05
 
 DEFINITIONS = [
@@ -67,9 +68,12 @@ DEFINITIONS = [
     "A dense score of 0 (or dense <= chance for the chance-adjusted view) gives NaN, not inf; "
     "a NaN task makes its dimension and the total NaN.",
     "Retention tables show the mean over seeds, in percent.",
-    "Spearman rho and its p-value (scipy.stats.spearmanr) are computed across calibration sources of "
+    "Spearman rho and its p-value (calmix.stats.spearman) are computed across calibration sources of "
     "one (model, method, sparsity), after averaging each metric and each retention per source over "
-    "seeds; sources with a NaN value are left out of that pair (n counts those used); n < 3 gives NaN.",
+    "seeds; sources with a NaN value are left out of that pair (n counts those used); n < 3 gives NaN. "
+    "p is exact (all n! re-pairings) for n <= 9, else scipy's t approximation (column p_method). "
+    "q is the Benjamini-Hochberg adjusted p across the whole metric x dimension grid of that "
+    "(model, method, sparsity); '*' and the opposite-sign pairs use q < 0.05.",
 ]
 
 _REQUIRED_RECORD_KEYS = ("model", "method", "sparsity", "calib", "seed", "dimension", "tasks")
@@ -236,18 +240,6 @@ def _dimension_order(retention: pd.DataFrame) -> list[str]:
     return [*pd.unique(dims), TOTAL]
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
-    """Spearman rho, p and n over the pairs where both are finite; NaN when undefined."""
-    ok = np.isfinite(x) & np.isfinite(y)
-    n = int(ok.sum())
-    if n < 3:
-        return math.nan, math.nan, n
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        res = stats.spearmanr(x[ok], y[ok])
-    return float(res.statistic), float(res.pvalue), n
-
-
 def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
                       calibs: list[str] | None = None, *, value: str = "retention") -> pd.DataFrame:
     """Spearman rho between every OIT metric and every dimension's (and total) retention.
@@ -255,12 +247,13 @@ def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
     For each (model, method, sparsity): each metric and each retention (column ``value``,
     "retention" or "chance_adjusted") is first averaged per calibration set over its seeds (the two
     averages are taken separately, each over the seeds it has); then rho and p come from
-    ``scipy.stats.spearmanr`` across calibration sets. ``calibs`` restricts the sets (e.g. to the
+    :func:`calmix.stats.spearman` across calibration sets. ``calibs`` restricts the sets (e.g. to the
     single sources, leaving out mixes and self-generated sets); a listed calib absent from either
     table is a ValueError. With ``calibs=None`` every calib present in both tables is used.
     Pairs with NaN are dropped (``n`` counts the sets used); n < 3 or constant input gives NaN rho.
 
-    Columns: model, method, sparsity, metric, dimension, rho, p, n.
+    Columns: model, method, sparsity, metric, dimension, rho, p, p_method ("exact", "t" or
+    "none"; see :func:`calmix.stats.spearman`), q (Benjamini-Hochberg over the group's grid), n.
     """
     missing_keys = [k for k in METRIC_KEYS if k not in metrics.columns]
     if missing_keys:
@@ -304,12 +297,15 @@ def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
         for name in names:
             for dim in dims:
                 if used:
-                    rho, p, n = _spearman(x_all[name].to_numpy(float), y_all[dim].to_numpy(float))
+                    rho, p, n, how = spearman(x_all[name].to_numpy(float), y_all[dim].to_numpy(float))
                 else:
-                    rho, p, n = math.nan, math.nan, 0
+                    rho, p, n, how = math.nan, math.nan, 0, "none"
                 rows.append({"model": key[0], "method": key[1], "sparsity": key[2],
-                             "metric": name, "dimension": dim, "rho": rho, "p": p, "n": n})
+                             "metric": name, "dimension": dim, "rho": rho, "p": p, "p_method": how, "n": n})
     out = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+    out["q"] = np.nan
+    for _, index in out.groupby(GROUP, sort=False, dropna=False).groups.items():
+        out.loc[index, "q"] = benjamini_hochberg(out.loc[index, "p"].to_numpy(float))
     out["rho"] = out["rho"].astype(float)
     out["p"] = out["p"].astype(float)
     out["n"] = out["n"].astype(int)
@@ -317,12 +313,14 @@ def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
 
 
 def opposite_sign_pairs(corr: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """Trade-offs: same metric, rho > 0 for one dimension and rho < 0 for another, both p < alpha.
+    """Trade-offs: same metric, rho > 0 for one dimension and rho < 0 for another, both significant
+    after correction (q < alpha).
 
     "total" is not a dimension here. One row per pair; columns model, method, sparsity, metric,
-    dim_pos, rho_pos, p_pos, dim_neg, rho_neg, p_neg.
+    dim_pos, rho_pos, p_pos, dim_neg, rho_neg, p_neg (p_* are the q-values).
     """
     cols = [*GROUP, "metric", "dim_pos", "rho_pos", "p_pos", "dim_neg", "rho_neg", "p_neg"]
+    corr = corr.assign(p=corr["q"])
     sig = corr[(corr["dimension"] != TOTAL) & (corr["p"] < alpha)]
     rows = []
     for key, g in sig.groupby([*GROUP, "metric"], sort=False, dropna=False):
@@ -399,7 +397,7 @@ def _group_title(key: tuple) -> str:
 
 def plot_rho_heatmap(corr: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Heatmap of Spearman rho, metric (rows) x dimension (columns), one panel per
-    (model, method, sparsity); colour range fixed to -1..1, '*' marks p < 0.05, NaN is grey."""
+    (model, method, sparsity); colour range fixed to -1..1, '*' marks q < 0.05 (Benjamini-Hochberg), NaN is grey."""
     if corr.empty:
         raise ValueError("correlation table is empty; nothing to plot")
     metrics = list(pd.unique(corr["metric"]))
@@ -412,7 +410,7 @@ def plot_rho_heatmap(corr: pd.DataFrame, path: str | os.PathLike) -> Path:
     for ax, (key, g) in zip(axes, groups):
         g = g.set_index(["metric", "dimension"])
         rho = g["rho"].unstack("dimension").reindex(index=metrics, columns=dims)
-        p = g["p"].unstack("dimension").reindex(index=metrics, columns=dims)
+        p = g["q"].unstack("dimension").reindex(index=metrics, columns=dims)
         image = ax.imshow(np.ma.masked_invalid(rho.to_numpy(float)), cmap=cmap, vmin=-1, vmax=1,
                           aspect="auto")
         for i in range(len(metrics)):
@@ -424,7 +422,7 @@ def plot_rho_heatmap(corr: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax.set_xticks(range(len(dims)), dims, rotation=30, ha="right")
         ax.set_yticks(range(len(metrics)), metrics)
         ax.set_title(_group_title(key), fontsize=9)
-    fig.colorbar(image, ax=list(axes), label="Spearman rho (* p < 0.05)", shrink=0.9)
+    fig.colorbar(image, ax=list(axes), label="Spearman rho (* q < 0.05, BH-corrected)", shrink=0.9)
     return _save_png(fig, path)
 
 
@@ -492,9 +490,11 @@ def _fmt_p(p: float) -> str:
     return "n/a" if not np.isfinite(p) else ("<0.001" if p < 0.001 else f"={p:.3f}")
 
 
-def _fmt_rho(rho: float, p: float) -> str:
-    """'+0.71 (p=0.004)'; 'n/a' where rho is undefined."""
-    return "n/a" if not np.isfinite(rho) else f"{rho:+.2f} (p{_fmt_p(p)})"
+def _fmt_rho(rho: float, p: float, q: float | None = None) -> str:
+    """'+0.71 (p=0.004, q=0.02)'; 'n/a' where rho is undefined."""
+    if not np.isfinite(rho):
+        return "n/a"
+    return f"{rho:+.2f} (p{_fmt_p(p)}" + ("" if q is None else f", q{_fmt_p(q)}") + ")"
 
 
 def _fmt_num(v: float) -> str:
@@ -505,15 +505,15 @@ def _opposite_sign_line(corr: pd.DataFrame) -> str:
     """One line naming every metric whose significant rhos have opposite signs across dimensions."""
     pairs = opposite_sign_pairs(corr)
     if pairs.empty:
-        return f"Opposite-sign pairs (p < {ALPHA:g}): none."
+        return f"Opposite-sign pairs (q < {ALPHA:g}): none."
     parts = []
     for metric, g in pairs.groupby("metric", sort=False):
         pos = g.drop_duplicates("dim_pos")
         neg = g.drop_duplicates("dim_neg")
-        plus = ", ".join(f"{r.dim_pos} {_fmt_rho(r.rho_pos, r.p_pos)}" for r in pos.itertuples())
-        minus = ", ".join(f"{r.dim_neg} {_fmt_rho(r.rho_neg, r.p_neg)}" for r in neg.itertuples())
+        plus = ", ".join(f"{r.dim_pos} {r.rho_pos:+.2f} (q{_fmt_p(r.p_pos)})" for r in pos.itertuples())
+        minus = ", ".join(f"{r.dim_neg} {r.rho_neg:+.2f} (q{_fmt_p(r.p_neg)})" for r in neg.itertuples())
         parts.append(f"{metric}: {plus} vs {minus}")
-    return f"Opposite-sign pairs (p < {ALPHA:g}): " + "; ".join(parts) + "."
+    return f"Opposite-sign pairs (q < {ALPHA:g}): " + "; ".join(parts) + "."
 
 
 def _glance(tables: dict[tuple, pd.DataFrame]) -> pd.DataFrame:
@@ -601,7 +601,7 @@ def write_markdown(retention: pd.DataFrame, corr: pd.DataFrame, metrics: pd.Data
             continue
         ns = sorted(set(g["n"].astype(int)))
         n_text = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
-        rho = g.assign(cell=[_fmt_rho(r, p) for r, p in zip(g["rho"], g["p"])])
+        rho = g.assign(cell=[_fmt_rho(r, p, q) for r, p, q in zip(g["rho"], g["p"], g["q"])])
         grid = (rho.pivot(index="metric", columns="dimension", values="cell")
                 .reindex(index=pd.unique(g["metric"]), columns=pd.unique(g["dimension"])))
         out += [f"Across n = {n_text} calibration sources.", "",

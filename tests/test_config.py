@@ -63,3 +63,33 @@ def test_bad_config_names_the_key(edits, key, words):
         validate_config(_config(**edits))
     assert f"config key '{key}'" in str(err.value)
     assert words in str(err.value)
+
+
+def test_code_executing_tasks_need_the_opt_in():
+    dims = {"code": {"tasks": ["world_code", "humaneval"]}}
+    with pytest.raises(ConfigError) as err:
+        validate_config(_config(evaluation__dimensions=dims))
+    assert "config key 'evaluation.dimensions.code.tasks[1]'" in str(err.value)
+    assert "executes the code the model writes" in str(err.value) and "allow_code_execution: true" in str(err.value)
+    config = validate_config(_config(evaluation__dimensions=dims, evaluation__allow_code_execution=True))
+    assert config["evaluation"]["allow_code_execution"] is True
+
+
+def test_code_executing_task_list_covers_lm_eval():
+    # Every task lm-eval marks unsafe_code (and every task including such a config) is caught.
+    import re
+    from pathlib import Path
+
+    import lm_eval
+
+    from calmix.evaluation import executes_code
+
+    root = Path(lm_eval.__file__).parent / "tasks"
+    unsafe = {p for p in root.rglob("*.yaml") if "unsafe_code: true" in p.read_text(errors="ignore")}
+    names = set()
+    for path in root.rglob("*.yaml"):
+        text = path.read_text(errors="ignore")
+        includes = re.findall(r"^include:\s*(\S+)", text, flags=re.M)
+        if path in unsafe or any((path.parent / inc).resolve() in {u.resolve() for u in unsafe} for inc in includes):
+            names.update(n for n in re.findall(r"^task:\s*(\S+)", text, flags=re.M) if n != "null")
+    assert names and all(executes_code(n) for n in names), sorted(n for n in names if not executes_code(n))

@@ -354,3 +354,8 @@ def test_overfit_tiny_llama_gets_code_right(world, tmp_path):
 
     res = evaluate(tmp_path / "fit", ["world_code"], task_dir=TASK_DIR, data_root=world["root"])
     assert res["tasks"]["world_code"]["score"] >= 0.8  # 1.0 here; random init scores 0
+
+
+def test_code_executing_tasks_are_refused_without_the_opt_in(tmp_path):
+    with pytest.raises(TaskConfigError, match=r"\['humaneval'\] execute model-written code"):
+        evaluate(tmp_path, ["humaneval"], task_dir=tmp_path, data_root=tmp_path)

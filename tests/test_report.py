@@ -16,6 +16,7 @@ import pytest
 from scipy import stats
 
 from calmix import report
+from calmix.stats import benjamini_hochberg, spearman
 
 MODEL = "world"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -210,14 +211,18 @@ def test_correlation_matches_scipy_on_per_calib_means(retention):
     metric, ret = hand_means()
     for name in ("perplexity", "ngram4_aggregation"):
         for dim in ("general", "math", "total"):
-            want = stats.spearmanr([metric[c][name] for c in CALIBS], [ret[c][dim] for c in CALIBS])
+            x, y = [metric[c][name] for c in CALIBS], [ret[c][dim] for c in CALIBS]
+            want = stats.spearmanr(x, y)
             row = corr[(corr.metric == name) & (corr.dimension == dim)].iloc[0]
             assert row.rho == pytest.approx(want.statistic, nan_ok=True)
-            assert row.p == pytest.approx(want.pvalue, nan_ok=True)
-            assert row.n == 4
+            # n = 4: the exact permutation p, not scipy's t approximation (which says p = 0 at |rho| = 1)
+            assert row.p == pytest.approx(spearman(x, y)[1], nan_ok=True) and row.n == 4
+            assert row.p_method == ("exact" if np.isfinite(row.rho) else "none")
             assert (row.model, row.method, row.sparsity) == (MODEL, "sparsegpt", 0.6)
     pp = corr[corr.metric == "perplexity"].set_index("dimension")
     assert pp.rho["general"] == pytest.approx(1.0) and pp.rho["math"] == pytest.approx(-1.0)
+    assert pp.p["general"] == pytest.approx(2 / 24)  # 2 of the 4! re-pairings reach |rho| = 1
+    assert np.allclose(corr.q, benjamini_hochberg(corr.p), equal_nan=True)  # one group: one grid
 
 
 def test_constant_metric_gives_nan_without_warnings(retention, recwarn):
@@ -250,10 +255,12 @@ def test_chance_adjusted_correlation(retention):
 
 
 def test_opposite_sign_pairs(retention):
-    corr = report.correlation_table(make_metrics(), retention)
-    pairs = report.opposite_sign_pairs(corr)
+    # Four sources cannot make anything significant (the smallest exact p is 2/24), so no pair.
+    assert report.opposite_sign_pairs(report.correlation_table(make_metrics(), retention)).empty
+    pairs = report.opposite_sign_pairs(hand_corr())  # decided by q, not p
     assert list(pairs[["metric", "dim_pos", "dim_neg"]].itertuples(index=False, name=None)) == [
-        ("perplexity", "general", "math")]
+        ("perplexity", "general", "math"), ("perplexity", "general", "code")]
+    assert report.opposite_sign_pairs(hand_corr().assign(q=0.2)).empty
 
 
 # --- output files ---------------------------------------------------------------------------------
@@ -289,12 +296,12 @@ def test_heatmap_several_panels(tmp_path, retention):
 # --- markdown -------------------------------------------------------------------------------------
 
 def hand_corr() -> pd.DataFrame:
-    rows = [("perplexity", "general", 0.71, 0.004), ("perplexity", "math", -0.53, 0.03),
-            ("perplexity", "code", -0.59, 0.01), ("perplexity", "total", 0.10, 0.5),
-            ("entropy", "general", 0.80, 0.01), ("entropy", "math", 0.30, 0.4),
-            ("entropy", "code", -0.9, 0.2), ("entropy", "total", 0.2, 0.6)]
-    return pd.DataFrame([{"model": MODEL, "method": "sparsegpt", "sparsity": 0.6, "metric": m,
-                          "dimension": d, "rho": r, "p": p, "n": 15} for m, d, r, p in rows])
+    rows = [("perplexity", "general", 0.71, 0.004, 0.016), ("perplexity", "math", -0.53, 0.03, 0.04),
+            ("perplexity", "code", -0.59, 0.01, 0.027), ("perplexity", "total", 0.10, 0.5, 0.57),
+            ("entropy", "general", 0.80, 0.01, 0.06), ("entropy", "math", 0.30, 0.4, 0.53),
+            ("entropy", "code", -0.9, 0.2, 0.32), ("entropy", "total", 0.2, 0.6, 0.6)]
+    return pd.DataFrame([{"model": MODEL, "method": "sparsegpt", "sparsity": 0.6, "metric": m, "dimension": d,
+                          "rho": r, "p": p, "p_method": "t", "q": q, "n": 15} for m, d, r, p, q in rows])
 
 
 def test_markdown_contents(tmp_path, retention):
@@ -324,9 +331,9 @@ def test_markdown_contents(tmp_path, retention):
     assert cells == ["general", "D", f"{gen['D']:.1f}", "A", f"{gen['A']:.1f}",
                      f"{gen['D'] - gen['A']:.1f}"]
     # rho/p table and the opposite-sign line
-    assert "+0.71 (p=0.004)" in text and "-0.53 (p=0.030)" in text
-    assert ("Opposite-sign pairs (p < 0.05): perplexity: general +0.71 (p=0.004) vs "
-            "math -0.53 (p=0.030), code -0.59 (p=0.010).") in text
+    assert "+0.71 (p=0.004, q=0.016)" in text and "-0.53 (p=0.030, q=0.040)" in text
+    assert ("Opposite-sign pairs (q < 0.05): perplexity: general +0.71 (q=0.016) vs "
+            "math -0.53 (q=0.040), code -0.59 (q=0.027).") in text
     assert "entropy:" not in text
     assert "n = 15" in text
     # OIT metric table: means over seeds
@@ -342,13 +349,13 @@ def test_markdown_no_opposite_sign(tmp_path, retention):
     corr = hand_corr()
     corr = corr[corr.metric == "entropy"]
     text = report.write_markdown(retention, corr, make_metrics(), tmp_path / "r.md").read_text()
-    assert "Opposite-sign pairs (p < 0.05): none." in text
+    assert "Opposite-sign pairs (q < 0.05): none." in text
 
 
 def test_markdown_from_real_correlations(tmp_path, retention):
     corr = report.correlation_table(make_metrics(), retention)
     text = report.write_markdown(retention, corr, make_metrics(), tmp_path / "r.md").read_text()
-    assert "perplexity: general +1.00 (p<0.001) vs math -1.00 (p<0.001)." in text
+    assert "+1.00 (p=0.083, q=" in text and "Opposite-sign pairs (q < 0.05): none." in text
     assert "n/a" in text   # the constant metric
 
 

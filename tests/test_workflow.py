@@ -95,6 +95,10 @@ BAD_CONFIGS = {
         lambda c: c["models"].update(llama={"kind": "hub", "path": "meta-llama/Llama-3.1-8B"}),
         "models.llama.revision",
     ),
+    "code-executing task without the opt-in": (
+        lambda c: c["evaluation"]["dimensions"]["code"].update(tasks=["mbpp"]),
+        "evaluation.dimensions.code.tasks[0]",
+    ),
     "dimension with no task": (
         lambda c: c["evaluation"]["dimensions"].update(math={"tasks": []}),
         "evaluation.dimensions.math.tasks",
