@@ -28,6 +28,13 @@ DEVICE = config["device"]
 GPU = int(DEVICE == "cuda")
 DIMENSIONS = list(config["evaluation"]["dimensions"])
 TASK_DIR = str(RESOURCES / "lm_eval_tasks")
+# lm-eval settings shared by every evaluation job; the code-execution opt-in only when given, so
+# studies without it keep their params (and their finished evaluations).
+HARNESS = {
+    k: v
+    for k, v in config["evaluation"].items()
+    if k != "dimensions" and (k != "allow_code_execution" or v)
+}
 
 WORLD_MODELS = [m for m, spec in config["models"].items() if spec["kind"] == "world"]
 HUB_MODELS = [m for m, spec in config["models"].items() if spec["kind"] == "hub"]

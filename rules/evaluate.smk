@@ -9,7 +9,7 @@ rule evaluate_dense:
         "results/eval/{model}/dense/{dimension}.json",
     params:
         tasks=lambda wc: config["evaluation"]["dimensions"][wc.dimension]["tasks"],
-        harness={k: v for k, v in config["evaluation"].items() if k != "dimensions"},
+        harness=HARNESS,
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         task_dir=TASK_DIR,
         device=DEVICE,

@@ -20,7 +20,7 @@ with compute_device(snakemake.params.device) as device:
         batch_size=harness["batch_size"],
         limit=harness["limit"],
         seed=harness["seed"],
-        allow_code_execution=harness["allow_code_execution"],
+        allow_code_execution=harness.get("allow_code_execution", False),
         dtype=snakemake.params.dtype,
         device=device,
     )
