@@ -173,6 +173,19 @@ def _leaf_summary(name: str, task_obj: Any, results: dict, limit: int | None) ->
     }
 
 
+def _item_scores(task: str, leaf: str, metric: str, results: dict) -> list[dict]:
+    """Per-item scores of one leaf task under its primary metric ('acc,none' -> 'acc' of filter 'none'),
+    so that dense and pruned scores can be paired by doc_id and bootstrapped."""
+    name, _, filter_name = metric.partition(",")
+    rows = []
+    for sample in results.get("samples", {}).get(leaf, []):
+        if sample.get("filter", "none") == filter_name and name in sample:
+            rows.append({"task": task, "leaf": leaf, "doc_id": int(sample["doc_id"]), "score": float(sample[name])})
+    if not rows:
+        raise KeyError(f"lm-eval logged no per-item {metric!r} for task {leaf!r}")
+    return sorted(rows, key=lambda r: r["doc_id"])
+
+
 def _group_summary(name: str, leaves: dict[str, dict], results: dict) -> dict:
     """Summarise a built-in group or tag (e.g. mmlu) by its leaf tasks.
 
@@ -285,7 +298,7 @@ def evaluate(
         task_manager=task_manager,
         num_fewshot=0,
         limit=limit,
-        log_samples=False,
+        log_samples=True,
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,
@@ -296,8 +309,11 @@ def evaluate(
         raise RuntimeError("lm-eval returned no results (not the main process?)")
 
     summary: dict[str, dict] = {}
+    items: list[dict] = []
     for name, leaves in leaves_of.items():
         leaf_summaries = {t: _leaf_summary(t, obj, results, limit) for t, obj in leaves.items()}
+        for leaf, leaf_summary in leaf_summaries.items():
+            items += _item_scores(name, leaf, leaf_summary["metric"], results)
         if list(leaves) == [name]:
             summary[name] = leaf_summaries[name]
         else:
@@ -310,6 +326,7 @@ def evaluate(
     versions = {k: (v if isinstance(v, (int, str)) else _as_float(v)) for k, v in results.get("versions", {}).items()}
     return {
         "tasks": summary,
+        "items": items,
         "settings": {
             "model_path": model_path_str,
             "batch_size": batch_size,
@@ -375,3 +392,23 @@ def fetch_task_data(tasks: list[str]) -> dict:
                     "revision": (cfg.dataset_kwargs or {}).get("revision"),
                 }
     return {"tasks": tasks, "leaves": fetched, "lm_eval": _lm_eval_version()}
+
+
+def write_items(items: list[dict], path: str | Path) -> None:
+    """Per-item scores (task, leaf, doc_id, score) as zstd parquet, written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from calmix.io import atomic_path
+
+    columns = {"task": pa.string(), "leaf": pa.string(), "doc_id": pa.int64(), "score": pa.float64()}
+    table = pa.table({k: pa.array([r[k] for r in items], t) for k, t in columns.items()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_items(path: str | Path):
+    """The per-item scores of one evaluation as a DataFrame (task, leaf, doc_id, score)."""
+    import pandas as pd
+
+    return pd.read_parquet(path)

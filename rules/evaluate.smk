@@ -6,7 +6,8 @@ rule evaluate_dense:
         model=lambda wc: model_dir(wc.model),
         data=lambda wc: task_data(wc.dimension),
     output:
-        "results/eval/{model}/dense/{dimension}.json",
+        scores="results/eval/{model}/dense/{dimension}.json",
+        per_item="results/eval/{model}/dense/{dimension}.items.parquet",
     params:
         tasks=lambda wc: config["evaluation"]["dimensions"][wc.dimension]["tasks"],
         harness=HARNESS,
@@ -28,6 +29,7 @@ use rule evaluate_dense as evaluate_pruned with:
         model="results/pruned/{model}/{method}/{target}/{calib}/seed{seed}",
         data=lambda wc: task_data(wc.dimension),
     output:
-        "results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.json",
+        scores="results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.json",
+        per_item="results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.items.parquet",
     log:
         "logs/evaluate_pruned/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.log",

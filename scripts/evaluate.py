@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from calmix.devices import compute_device
-from calmix.evaluation import evaluate
+from calmix.evaluation import evaluate, write_items
 from calmix.io import write_json
 from calmix.logs import setup_logging
 from calmix.models import target_label
@@ -25,7 +25,8 @@ with compute_device(snakemake.params.device) as device:
         device=device,
     )
 pruned = "method" in w.keys()
-write_json(snakemake.output[0], {
+write_items(result.pop("items"), snakemake.output.per_item)
+write_json(snakemake.output.scores, {
     "model": w.model,
     "method": w.method if pruned else "dense",
     "sparsity": target_label(w.target) if pruned else "dense",

@@ -176,8 +176,12 @@ def test_import_is_cheap():
 
 def test_evaluate_tiny_llama(world, tiny_result):
     res = tiny_result
-    assert set(res) == {"tasks", "settings"}
+    assert set(res) == {"tasks", "items", "settings"}
     assert set(res["tasks"]) == set(TASKS)
+    # per-item scores under each task's primary metric: one per document, their mean is the score
+    for task, summary in res["tasks"].items():
+        scores = [r["score"] for r in res["items"] if r["task"] == task]
+        assert len(scores) == N_DOCS[task] and sum(scores) / len(scores) == pytest.approx(summary["score"])
     expected_metric = {
         "world_general": "acc,none",
         "world_commonsense": "acc,none",
@@ -359,3 +363,11 @@ def test_overfit_tiny_llama_gets_code_right(world, tmp_path):
 def test_code_executing_tasks_are_refused_without_the_opt_in(tmp_path):
     with pytest.raises(TaskConfigError, match=r"\['humaneval'\] execute model-written code"):
         evaluate(tmp_path, ["humaneval"], task_dir=tmp_path, data_root=tmp_path)
+
+
+def test_items_round_trip(tmp_path, tiny_result):
+    from calmix.evaluation import read_items, write_items
+
+    write_items(tiny_result["items"], tmp_path / "x.items.parquet")
+    back = read_items(tmp_path / "x.items.parquet")
+    assert back.to_dict("records") == tiny_result["items"] and not list(tmp_path.glob(".*tmp*"))

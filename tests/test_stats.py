@@ -58,3 +58,20 @@ def test_bootstrap_interval_is_reproducible_by_seed_and_covers_the_estimate():
     assert a != bootstrap_interval(retention, dense, pruned, seed=2)
     assert a[0] < retention(dense, pruned) < a[1]
     assert all(math.isnan(v) for v in bootstrap_interval(np.mean, [1.0]))
+
+
+def test_paired_retention_interval_pairs_items_and_is_reproducible():
+    from calmix.stats import paired_retention_interval
+
+    rng = np.random.default_rng(0)
+    dense = {"a": (rng.random(300) < 0.9).astype(float), "b": (rng.random(200) < 0.7).astype(float)}
+    # pruned loses exactly the items it loses: perfectly paired, its retention is known per resample
+    pruned = {"a": dense["a"] * (rng.random(300) < 0.8), "b": dense["b"].copy()}
+    out = paired_retention_interval(dense, pruned, seed=3)
+    assert out == paired_retention_interval(dense, pruned, seed=3)
+    point = {t: pruned[t].mean() / dense[t].mean() for t in dense}
+    assert out["b"] == (1.0, 1.0)  # identical items: no uncertainty at all when paired
+    assert out["a"][0] < point["a"] < out["a"][1] < 1.0
+    assert out["mean"][0] < (point["a"] + point["b"]) / 2 < out["mean"][1]
+    with pytest.raises(ValueError, match="same non-empty items"):
+        paired_retention_interval({"a": [1.0, 0.0]}, {"a": [1.0]})

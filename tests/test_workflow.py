@@ -137,6 +137,8 @@ def test_tiny_run_writes_the_report_and_every_log(tiny_runs):
         assert (workdir / "results" / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     assert "step 30/30" in (workdir / "logs" / "train_world_model" / "world.log").read_text()
     assert "layer 2/2" in next((workdir / "logs" / "prune").rglob("*.log")).read_text()
+    scores = sorted((workdir / "results" / "eval").rglob("*.json"))
+    assert scores and all(p.with_suffix(".items.parquet").is_file() for p in scores)  # per-item results kept
 
 
 def test_two_runs_give_identical_shards_metrics_and_pruned_weights(tiny_runs):
