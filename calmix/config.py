@@ -74,15 +74,8 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH, wor
     return config
 
 
-def _matches(workdir: Path, pattern: str) -> bool:
-    import glob
-
-    full = str(workdir / pattern)
-    return any(Path(p).is_file() for p in glob.glob(full, recursive=True)) if glob.has_magic(pattern) else Path(full).is_file()
-
-
 def _check_semantics(config: dict, workdir: Path) -> None:
-    from calmix.corpora import template_fields
+    from calmix.corpora import local_files, template_fields
     from calmix.evaluation import executes_code
     from calmix.metrics import METRICS
     from calmix.world import WORLD_GENERATORS
@@ -94,7 +87,7 @@ def _check_semantics(config: dict, workdir: Path) -> None:
                 f"config key '{where}.generator': unknown world generator {spec['generator']!r}. "
                 f"Choose one of: {', '.join(WORLD_GENERATORS)}"
             )
-        if spec["kind"] == "local" and not _matches(workdir, spec["path"]):
+        if spec["kind"] == "local" and not local_files(str(workdir / spec["path"])):
             raise ConfigError(
                 f"config key '{where}.path': no file matches {spec['path']!r} "
                 f"(relative paths are resolved against {workdir}). Fix the path or remove the source"

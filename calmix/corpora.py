@@ -54,7 +54,11 @@ def load_documents(name: str, spec: dict, world_seed: int = 0) -> tuple[list[dic
         docs = [{"id": f"{spec['generator']}:{i}", "text": t} for i, t in enumerate(texts)]
         return docs, {"world_seed": world_seed}
     if kind == "local":
-        files = local_files(name, spec["path"])
+        files = local_files(spec["path"])
+        if not files:
+            pattern = spec["path"]
+            what = f"no file matches {pattern!r}" if glob.has_magic(pattern) else f"{pattern} does not exist or is not a file"
+            raise CorpusError(f"source {name!r}: {what}")
         records = (r for path in files for r in _read_file(name, path, spec.get("format", "auto")))
         provenance = {"files": [{"path": str(p), "sha256": sha256_file(p)} for p in files]}
     elif kind == "hub":
@@ -67,17 +71,12 @@ def load_documents(name: str, spec: dict, world_seed: int = 0) -> tuple[list[dic
     return docs, provenance
 
 
-def local_files(name: str, pattern: str) -> list[Path]:
-    """The files of a local source: one path, or a glob (sorted, so the order never changes)."""
+def local_files(pattern: str) -> list[Path]:
+    """The files of a local source: one path, or a glob (sorted, so the order never changes); the
+    config check, the DAG (as the corpus rule's inputs) and the corpus all read this list."""
     if glob.has_magic(pattern):
-        files = [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
-        if not files:
-            raise CorpusError(f"source {name!r}: no file matches {pattern!r}")
-        return files
-    path = Path(pattern)
-    if not path.is_file():
-        raise CorpusError(f"source {name!r}: {pattern} does not exist or is not a file")
-    return [path]
+        return [Path(p) for p in sorted(glob.glob(pattern, recursive=True)) if Path(p).is_file()]
+    return [Path(pattern)] if Path(pattern).is_file() else []
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ unreachable it reads the local cache only and, failing that, raises :class:`HubU
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -45,10 +46,18 @@ def user_offline() -> bool:
 
 
 def unreachable_reason() -> str | None:
-    """Why the hub cannot be reached now (None when it can): offline mode, DNS or connection failure."""
+    """Why the hub cannot be reached now (None when it can): offline mode, DNS or connection failure.
+
+    Probed once per endpoint and process: resolving a revision and loading the data then share it.
+    """
     if user_offline():
         return "offline mode is set (HF_HUB_OFFLINE)"
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return _probe(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(endpoint: str) -> str | None:
+    url = urlparse(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT).close()

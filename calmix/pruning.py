@@ -239,11 +239,9 @@ def sparsegpt_prune(
     and shape of ``weight``; the inputs are not modified. Raises :class:`PruningError` when the
     Hessian cannot be factorised even after raising the damping.
     """
-    _check_weight(weight)
-    if hessian.shape != (weight.shape[1], weight.shape[1]):
-        raise ValueError(f"hessian must be {weight.shape[1]}x{weight.shape[1]}, got {tuple(hessian.shape)}")
-    _check_args(sparsity, prunen, prunem, weight.shape[1])
-    _check_blocksize(blocksize, prunem)
+    _, columns = _check_weight(weight)
+    if hessian.shape != (columns, columns):
+        raise ValueError(f"hessian must be {columns}x{columns}, got {tuple(hessian.shape)}")
     return _sparsegpt(weight, InverseFactor.of(hessian.to(weight.device), percdamp), sparsity, prunen, prunem, blocksize)
 
 

@@ -317,18 +317,17 @@ def opposite_sign_pairs(corr: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFram
     after correction (q < alpha).
 
     "total" is not a dimension here. One row per pair; columns model, method, sparsity, metric,
-    dim_pos, rho_pos, p_pos, dim_neg, rho_neg, p_neg (p_* are the q-values).
+    dim_pos, rho_pos, q_pos, dim_neg, rho_neg, q_neg.
     """
-    cols = [*GROUP, "metric", "dim_pos", "rho_pos", "p_pos", "dim_neg", "rho_neg", "p_neg"]
-    corr = corr.assign(p=corr["q"])
-    sig = corr[(corr["dimension"] != TOTAL) & (corr["p"] < alpha)]
+    cols = [*GROUP, "metric", "dim_pos", "rho_pos", "q_pos", "dim_neg", "rho_neg", "q_neg"]
+    sig = corr[(corr["dimension"] != TOTAL) & (corr["q"] < alpha)]
     rows = []
     for key, g in sig.groupby([*GROUP, "metric"], sort=False, dropna=False):
         for _, pos in g[g["rho"] > 0].iterrows():
             for _, neg in g[g["rho"] < 0].iterrows():
                 rows.append(dict(zip([*GROUP, "metric"], key), dim_pos=pos["dimension"],
-                                 rho_pos=pos["rho"], p_pos=pos["p"], dim_neg=neg["dimension"],
-                                 rho_neg=neg["rho"], p_neg=neg["p"]))
+                                 rho_pos=pos["rho"], q_pos=pos["q"], dim_neg=neg["dimension"],
+                                 rho_neg=neg["rho"], q_neg=neg["q"]))
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -510,8 +509,8 @@ def _opposite_sign_line(corr: pd.DataFrame) -> str:
     for metric, g in pairs.groupby("metric", sort=False):
         pos = g.drop_duplicates("dim_pos")
         neg = g.drop_duplicates("dim_neg")
-        plus = ", ".join(f"{r.dim_pos} {r.rho_pos:+.2f} (q{_fmt_p(r.p_pos)})" for r in pos.itertuples())
-        minus = ", ".join(f"{r.dim_neg} {r.rho_neg:+.2f} (q{_fmt_p(r.p_neg)})" for r in neg.itertuples())
+        plus = ", ".join(f"{r.dim_pos} {r.rho_pos:+.2f} (q{_fmt_p(r.q_pos)})" for r in pos.itertuples())
+        minus = ", ".join(f"{r.dim_neg} {r.rho_neg:+.2f} (q{_fmt_p(r.q_neg)})" for r in neg.itertuples())
         parts.append(f"{metric}: {plus} vs {minus}")
     return f"Opposite-sign pairs (q < {ALPHA:g}): " + "; ".join(parts) + "."
 

@@ -1,10 +1,10 @@
-import glob
 import json
 import os
 import re
 from pathlib import Path
 
 from calmix.config import ConfigError, validate_config
+from calmix.corpora import local_files
 
 RESOURCES = Path(workflow.basedir) / "resources"
 
@@ -78,7 +78,7 @@ def source_files(wildcards):
     spec = source_spec(wildcards)
     if spec["kind"] != "local":
         return []
-    return sorted(glob.glob(spec["path"], recursive=True)) if glob.has_magic(spec["path"]) else [spec["path"]]
+    return [str(p) for p in local_files(spec["path"])]
 
 
 def sampling_of(wildcards):
