@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: $(STAMP)
 	$(VENV)/bin/snakemake --cores all
-	@echo "Report: results/report.md (plots in results/plots/, tables in results/tables/)"
+	$(VENV)/bin/snakemake --report results/report.html
+	@echo "Report: results/report.html, summary results/report.md (plots in results/plots/, tables in results/tables/)"
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q tests

@@ -12,6 +12,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/fetch.smk"
 include: "rules/world.smk"
@@ -24,6 +27,4 @@ include: "rules/report.smk"
 
 rule all:
     input:
-        "results/report.md",
-        "results/plots/rho_heatmap.png",
-        "results/plots/retention.png",
+        rules.report.output,

@@ -1,4 +1,6 @@
-"""Atomic file output and hashing: a killed job never leaves a file that looks finished."""
+"""Atomic file output and hashing: a killed job never leaves a file that looks finished.
+
+Nothing here writes a timestamp, so equal inputs give equal bytes."""
 
 from __future__ import annotations
 
@@ -45,3 +47,23 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+    return Path(path)
+
+
+def write_table(df, stem: str | Path) -> tuple[Path, Path]:
+    """Write ``stem.csv`` (for people) and ``stem.parquet`` (typed, for code), both atomically.
+
+    The suffixes are appended to ``stem``, so "retention_0.6" stays intact.
+    """
+    paths = []
+    for suffix, write in ((".csv", df.to_csv), (".parquet", df.to_parquet)):
+        path = Path(f"{stem}{suffix}")
+        with atomic_path(path) as tmp:
+            write(tmp, index=False)
+        paths.append(path)
+    return paths[0], paths[1]

@@ -1,5 +1,7 @@
 """Statistics for the report: Spearman rho with an exact or approximate p-value, Benjamini-Hochberg
-q-values across a grid of tests, and seeded bootstrap intervals. All of it is scipy underneath.
+q-values across a grid of tests, and the pieces of the seeded bootstrap that calmix.retention and
+calmix.correlation build their intervals from (keyed draws, resample counts, percentile intervals,
+rho of many resamples at once).
 
 With 15 calibration sources a rank correlation's p-value from the t approximation is fair; with 5 it
 is not, so below ``EXACT_MAX_N`` pairs the p-value is exact: the share of all n! re-pairings whose
@@ -8,9 +10,10 @@ is not, so below ``EXACT_MAX_N`` pairs the p-value is exact: the share of all n!
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
@@ -57,55 +60,48 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
     return q
 
 
-def bootstrap_interval(
-    statistic: Callable[..., float], *samples: Sequence[float], confidence: float = 0.95,
-    n_resamples: int = 2000, seed: int = 0, paired: bool = True,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(*samples)``, reproducible by ``seed``.
+def keyed_rng(seed: int, *key: object) -> np.random.Generator:
+    """A generator seeded by ``seed`` and a key (task, calibration set ...), so that the draws for one
+    key do not change when other keys are added to or removed from a study."""
+    digest = hashlib.sha256("\x1f".join(map(str, key)).encode()).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
-    ``paired`` resamples the same indices in every sample (per-item scores of a dense and a pruned
-    model, metric and retention per seed). NaN bounds when a sample has fewer than two values.
+
+def resample_counts(n_items: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n_items) counts: how often each item is drawn in each bootstrap resample.
+
+    Weighting one score matrix by these counts resamples every column with the same draw, which is
+    what pairs a dense model's items with every pruned model's.
     """
-    data = tuple(np.asarray(s, float) for s in samples)
-    if any(len(d) < 2 for d in data):
-        return math.nan, math.nan
-    res = stats.bootstrap(
-        data, statistic, paired=paired, vectorized=False, n_resamples=n_resamples, confidence_level=confidence,
-        method="percentile", rng=np.random.default_rng(seed),
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_resamples)
 
 
-def paired_retention_interval(
-    dense: dict[str, Sequence[float]], pruned: dict[str, Sequence[float]], *, confidence: float = 0.95,
-    n_resamples: int = 2000, seed: int = 0,
-) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of retention from per-item scores, paired by item.
-
-    ``dense[task]`` and ``pruned[task]`` are the same items' scores in the same order. Each resample
-    draws the items of every task (the same draw for the dense and the pruned model), so the
-    interval reflects which items a task happens to have, not two independent samples. Returns an
-    interval per task (pruned mean / dense mean) and under "mean" one for the mean over tasks (a
-    dimension's retention). Reproducible by ``seed``; NaN where a dense mean is 0 in every resample.
-    """
-    if set(dense) != set(pruned):
-        raise ValueError(f"tasks differ: dense {sorted(dense)} vs pruned {sorted(pruned)}")
-    rng = np.random.default_rng(seed)
+def percentile_interval(draws: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over the last axis, ignoring NaN draws; NaN where no draw is finite."""
+    draws = np.asarray(draws, float)
     alpha = (1 - confidence) / 2
-    draws = {}
-    for task in sorted(dense):
-        d, p = np.asarray(dense[task], float), np.asarray(pruned[task], float)
-        if d.shape != p.shape or d.ndim != 1 or len(d) == 0:
-            raise ValueError(f"task {task!r}: dense and pruned need the same non-empty items, got {d.shape} and {p.shape}")
-        index = rng.integers(0, len(d), size=(n_resamples, len(d)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            draws[task] = p[index].mean(1) / d[index].mean(1)
-    draws["mean"] = np.mean(np.stack(list(draws.values())), axis=0)
+    low = np.full(draws.shape[:-1], np.nan)
+    high = np.full(draws.shape[:-1], np.nan)
+    ok = np.isfinite(draws).any(axis=-1)
+    if ok.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low[ok] = np.nanquantile(draws[ok], alpha, axis=-1)
+            high[ok] = np.nanquantile(draws[ok], 1 - alpha, axis=-1)
+    return low, high
 
-    def interval(values: np.ndarray) -> tuple[float, float]:
-        values = values[np.isfinite(values)]
-        if not len(values):
-            return math.nan, math.nan
-        return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
-    return {task: interval(values) for task, values in draws.items()}
+def rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho of each row of x with the same row of y (average ranks for ties); NaN for a row
+    with a NaN or a constant side. Vectorised for bootstrap resamples of rho."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    bad = ~(np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1))
+    rx = stats.rankdata(np.nan_to_num(x), axis=1)
+    ry = stats.rankdata(np.nan_to_num(y), axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = (rx * ry).sum(axis=1) / den
+    rho[bad | (den == 0)] = np.nan
+    return rho

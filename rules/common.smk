@@ -159,3 +159,8 @@ def pruned_evals():
 
 def dense_evals():
     return expand("results/eval/{model}/dense/{dimension}.json", model=MODELS, dimension=DIMENSIONS)
+
+
+def per_items(scores):
+    """The per-item file each eval record has beside it (general.json -> general.items.parquet)."""
+    return [path.removesuffix(".json") + ".items.parquet" for path in scores]

@@ -24,7 +24,12 @@ rule metric_table:
     input:
         expand("results/metrics/{model}/{calib}/seed{seed}.json", model=MODELS, calib=SOURCES, seed=SEEDS),
     output:
-        csv="results/tables/metrics.csv",
+        csv=report(
+            "results/tables/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Metrics",
+            labels={"table": "OIT metrics per calibration set and seed"},
+        ),
         parquet="results/tables/metrics.parquet",
     conda:
         "../envs/calmix.yaml"

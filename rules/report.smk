@@ -1,21 +1,95 @@
-# Aggregation: retention, Spearman correlations of metrics with retention, plots and the summary.
+# Aggregation: retention with bootstrap intervals, correlations of metrics with retention, then the
+# figures and the summary. Every output tagged report() lands in `snakemake --report results/report.html`.
+
+
+rule retention:
+    input:
+        dense=dense_evals(),
+        pruned=pruned_evals(),
+        dense_items=per_items(dense_evals()),
+        pruned_items=per_items(pruned_evals()),
+    output:
+        per_checkpoint=report(
+            "results/tables/retention.csv",
+            caption="../report/retention_table.rst",
+            category="Retention",
+            labels={"table": "retention per checkpoint (item intervals)"},
+        ),
+        per_checkpoint_parquet="results/tables/retention.parquet",
+        summary=report(
+            "results/tables/retention_summary.csv",
+            caption="../report/retention_summary.rst",
+            category="Retention",
+            labels={"table": "retention over seeds (seed and item intervals)"},
+        ),
+        summary_parquet="results/tables/retention_summary.parquet",
+    params:
+        bootstrap=config["report"]["bootstrap"],
+    conda:
+        "../envs/calmix.yaml"
+    log:
+        "logs/retention.log",
+    script:
+        "../scripts/retention.py"
+
+
+rule correlations:
+    input:
+        metrics="results/tables/metrics.parquet",
+        retention="results/tables/retention.parquet",
+    output:
+        csv=report(
+            "results/tables/correlations.csv",
+            caption="../report/correlations.rst",
+            category="Correlations",
+            labels={"table": "Spearman rho, p, q and seed intervals"},
+        ),
+        parquet="results/tables/correlations.parquet",
+    params:
+        single_sources=SOURCES,
+        bootstrap=config["report"]["bootstrap"],
+    conda:
+        "../envs/calmix.yaml"
+    log:
+        "logs/correlations.log",
+    script:
+        "../scripts/correlations.py"
 
 
 rule report:
     input:
         metrics="results/tables/metrics.parquet",
-        dense=dense_evals(),
-        pruned=pruned_evals(),
+        retention="results/tables/retention.parquet",
+        summary="results/tables/retention_summary.parquet",
+        correlations="results/tables/correlations.parquet",
     output:
         md="results/report.md",
-        heatmap="results/plots/rho_heatmap.png",
-        retention_plot="results/plots/retention.png",
-        retention="results/tables/retention.csv",
-        retention_parquet="results/tables/retention.parquet",
-        correlations="results/tables/correlations.csv",
-        correlations_parquet="results/tables/correlations.parquet",
+        heatmap=report(
+            "results/plots/rho_heatmap.png",
+            caption="../report/rho_heatmap.rst",
+            category="Correlations",
+            labels={"figure": "rho heatmap"},
+        ),
+        scatter=report(
+            directory("results/plots/scatter"),
+            patterns=["{setting}.png"],
+            caption="../report/scatter.rst",
+            category="Correlations",
+            labels={"figure": "metric vs retention", "setting": "{setting}"},
+        ),
+        retention_plot=report(
+            "results/plots/retention.png",
+            caption="../report/retention_plot.rst",
+            category="Retention",
+            labels={"figure": "retention per source and dimension"},
+        ),
+        profile=report(
+            "results/plots/profile.png",
+            caption="../report/profile.rst",
+            category="Retention",
+            labels={"figure": "capability profile"},
+        ),
     params:
-        single_sources=SOURCES,
         title=config["report"]["title"],
     conda:
         "../envs/calmix.yaml"

@@ -1,23 +1,26 @@
-"""Retention, correlations, plots and the Markdown summary of the whole study."""
+"""Figures and the Markdown summary, drawn from the tables alone."""
 
 import pandas as pd
 
-from calmix import report
+from calmix import plots
 from calmix.logs import setup_logging
+from calmix.report import write_markdown
 
 setup_logging(snakemake.log[0])
+tables = {name: pd.read_parquet(path) for name, path in snakemake.input.items()}
 out = snakemake.output
-records = report.load_eval_records([*snakemake.input.dense, *snakemake.input.pruned])
-retention = report.retention_table(records)
-metrics = pd.read_parquet(snakemake.input.metrics)
-corr = report.correlation_table(metrics, retention, calibs=snakemake.params.single_sources)
-report.write_table(retention, out.retention.removesuffix(".csv"))
-report.write_table(corr, out.correlations.removesuffix(".csv"))
-report.plot_rho_heatmap(corr, out.heatmap)
-report.plot_retention(retention, out.retention_plot)
+plots.plot_rho_heatmap(tables["correlations"], out.heatmap)
+plots.plot_scatters(tables["correlations"], tables["metrics"], tables["summary"], out.scatter)
+plots.plot_retention(tables["summary"], out.retention_plot)
+plots.plot_profile(tables["summary"], out.profile)
 provenance = [
-    "Scores: results/eval/<model>/dense|<method>/.../<dimension>.json (lm-eval via calmix.evaluation).",
-    f"Retention and correlations: {out.retention}, {out.correlations} (calmix.report).",
-    f"OIT metrics: {snakemake.input.metrics} (calmix.metrics, on the windows in results/shards/).",
+    "Scores: results/eval/<model>/dense|<method>/<target>/<calib>/seed<seed>/<dimension>.json, per-item "
+    "scores beside them in .items.parquet (lm-eval via calmix.evaluation).",
+    "Retention: results/tables/retention.csv (per checkpoint) and retention_summary.csv (over seeds), "
+    "calmix.retention.",
+    "Correlations: results/tables/correlations.csv (calmix.correlation).",
+    "OIT metrics: results/tables/metrics.csv (calmix.metrics, on the windows in results/shards/).",
+    "Figures: results/plots/ (calmix.plots); the full HTML report: snakemake --report results/report.html.",
 ]
-report.write_markdown(retention, corr, metrics, out.md, title=snakemake.params.title, notes=provenance)
+write_markdown(tables["summary"], tables["retention"], tables["correlations"], tables["metrics"], out.md,
+               title=snakemake.params.title, notes=provenance)

@@ -1,4 +1,4 @@
-"""Tests for calmix.report: retention, correlations, plots and the markdown report.
+"""Tests of the report stage: calmix.retention, calmix.correlation, calmix.plots and calmix.report.
 
 Every expected number is built by hand from the synthetic scores below, never from the module.
 """
@@ -15,7 +15,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+import calmix.correlation as cr
+import calmix.plots as pl
+import calmix.retention as rt
 from calmix import report
+from calmix.io import write_table
 from calmix.stats import benjamini_hochberg, spearman
 
 MODEL = "world"
@@ -38,8 +42,18 @@ NGRAM = {("A", 0): 0.3, ("A", 1): 0.1, ("B", 0): 0.2, ("B", 1): 0.2,
          ("C", 0): 0.5, ("C", 1): 0.4, ("D", 0): 0.1, ("D", 1): 0.3}
 
 
+N_ITEMS = 100
+
+
 def task_entry(task: str, score: float, chance: float) -> dict:
-    return {"metric": METRIC[task], "score": score, "stderr": 0.01, "chance": chance, "n": 100}
+    return {"metric": METRIC[task], "score": score, "stderr": 0.01, "chance": chance, "n": N_ITEMS}
+
+
+def items_of(tasks: dict[str, float]) -> pd.DataFrame:
+    """Per-item 0/1 scores whose mean is exactly each task's score (the first score*100 items right)."""
+    rows = [{"task": t, "leaf": t, "doc_id": i, "score": float(i < round(score * N_ITEMS))}
+            for t, score in tasks.items() for i in range(N_ITEMS)]
+    return pd.DataFrame(rows)
 
 
 def make_records(dense_override: dict | None = None) -> list[dict]:
@@ -49,14 +63,17 @@ def make_records(dense_override: dict | None = None) -> list[dict]:
     records = []
     for dim, tasks in dense.items():
         records.append({"model": MODEL, "method": "dense", "sparsity": 0.0, "calib": None,
-                        "seed": None, "dimension": dim, "settings": {},
-                        "tasks": {t: task_entry(t, s, c) for t, (s, c) in tasks.items()}})
+                        "seed": None, "dimension": dim, "settings": {}, "path": f"dense/{dim}.json",
+                        "tasks": {t: task_entry(t, s, c) for t, (s, c) in tasks.items()},
+                        "items": items_of({t: s for t, (s, _) in tasks.items()})})
     for (calib, seed), (mc, qa, gsm) in PRUNED.items():
         scores = {"gen_mc": mc, "gen_qa": qa, "math_gsm": gsm}
         for dim, tasks in dense.items():
             records.append({"model": MODEL, "method": "sparsegpt", "sparsity": 0.6, "calib": calib,
                             "seed": seed, "dimension": dim, "settings": {},
-                            "tasks": {t: task_entry(t, scores[t], c) for t, (_, c) in tasks.items()}})
+                            "path": f"sparsegpt/{calib}/seed{seed}/{dim}.json",
+                            "tasks": {t: task_entry(t, scores[t], c) for t, (_, c) in tasks.items()},
+                            "items": items_of({t: scores[t] for t in tasks})})
     return records
 
 
@@ -83,7 +100,12 @@ def hand_adjusted(calib: str, seed: int) -> dict[str, float]:
 
 @pytest.fixture
 def retention() -> pd.DataFrame:
-    return report.retention_table(make_records())
+    return rt.retention_table(make_records())
+
+
+@pytest.fixture(scope="module")
+def summary() -> pd.DataFrame:
+    return rt.retention_with_intervals(make_records(), rt.Bootstrap(resamples=500))[1]
 
 
 def value(table: pd.DataFrame, calib: str, seed: int, level: str, name: str,
@@ -98,21 +120,23 @@ def value(table: pd.DataFrame, calib: str, seed: int, level: str, name: str,
 
 def test_load_eval_records(tmp_path):
     paths = []
-    for i, rec in enumerate(make_records()[:3]):
+    want = [{k: v for k, v in rec.items() if k not in ("items", "path")} for rec in make_records()[:3]]
+    for i, rec in enumerate(want):
         p = tmp_path / f"r{i}.json"
         p.write_text(json.dumps(rec))
         paths.append(p)
-    loaded = report.load_eval_records(paths)
-    assert loaded == make_records()[:3]
-    assert report.load_eval_records(str(paths[0])) == make_records()[:1]
+    loaded = rt.load_eval_records(paths)
+    assert [{k: v for k, v in r.items() if k != "path"} for r in loaded] == want
+    assert [r["path"] for r in loaded] == [str(p) for p in paths]
+    assert rt.load_eval_records(str(paths[0]))[0]["tasks"] == want[0]["tasks"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model": MODEL}))
     with pytest.raises(ValueError, match="bad.json"):
-        report.load_eval_records([bad])
+        rt.load_eval_records([bad])
 
 
 def test_retention_columns_and_shape(retention):
-    assert list(retention.columns) == report.RETENTION_COLUMNS
+    assert list(retention.columns) == rt.RETENTION_COLUMNS
     # per (calib, seed): 3 tasks + 2 dimensions + 1 total
     assert len(retention) == len(PRUNED) * 6
     assert set(retention.level) == {"task", "dimension", "total"}
@@ -160,13 +184,13 @@ def test_dimension_is_mean_of_tasks_and_total_mean_of_dimensions(retention):
 def test_missing_dense_is_an_error():
     records = [r for r in make_records() if not (r["method"] == "dense" and r["dimension"] == "math")]
     with pytest.raises(ValueError, match=r"world.*math"):
-        report.retention_table(records)
+        rt.retention_table(records)
 
 
 def test_dense_zero_gives_nan_and_warning(caplog):
     records = make_records({("math", "math_gsm"): (0.0, 0.0)})
-    with caplog.at_level(logging.WARNING, logger="calmix.report"):
-        table = report.retention_table(records)
+    with caplog.at_level(logging.WARNING, logger="calmix.retention"):
+        table = rt.retention_table(records)
     assert math.isnan(value(table, "A", 0, "task", "math_gsm"))
     assert math.isnan(value(table, "A", 0, "dimension", "math"))
     assert math.isnan(value(table, "A", 0, "total", "total"))
@@ -179,8 +203,8 @@ def test_dense_zero_gives_nan_and_warning(caplog):
 
 def test_dense_at_chance_gives_nan_adjusted_only(caplog):
     records = make_records({("general", "gen_mc"): (0.25, 0.25)})
-    with caplog.at_level(logging.WARNING, logger="calmix.report"):
-        table = report.retention_table(records)
+    with caplog.at_level(logging.WARNING, logger="calmix.retention"):
+        table = rt.retention_table(records)
     assert math.isnan(value(table, "A", 0, "task", "gen_mc", "chance_adjusted"))
     assert value(table, "A", 0, "task", "gen_mc") == pytest.approx(0.40 / 0.25)
     assert "gen_mc" in caplog.text
@@ -189,7 +213,7 @@ def test_dense_at_chance_gives_nan_adjusted_only(caplog):
 def test_duplicate_record_is_an_error():
     records = make_records()
     with pytest.raises(ValueError, match="duplicate"):
-        report.retention_table(records + [records[-1]])
+        rt.retention_table(records + [records[-1]])
 
 
 # --- correlations ---------------------------------------------------------------------------------
@@ -204,8 +228,8 @@ def hand_means(calibs=CALIBS):
 
 
 def test_correlation_matches_scipy_on_per_calib_means(retention):
-    corr = report.correlation_table(make_metrics(), retention)
-    assert list(corr.columns) == report.CORRELATION_COLUMNS
+    corr = cr.correlation_table(make_metrics(), retention)
+    assert list(corr.columns) == cr.CORRELATION_COLUMNS
     assert list(pd.unique(corr.dimension)) == ["general", "math", "total"]
     assert list(pd.unique(corr.metric)) == ["perplexity", "ngram4_aggregation", "constant"]
     metric, ret = hand_means()
@@ -226,14 +250,14 @@ def test_correlation_matches_scipy_on_per_calib_means(retention):
 
 
 def test_constant_metric_gives_nan_without_warnings(retention, recwarn):
-    corr = report.correlation_table(make_metrics(), retention)
+    corr = cr.correlation_table(make_metrics(), retention)
     const = corr[corr.metric == "constant"]
     assert len(const) == 3 and const.rho.isna().all()
     assert not [w for w in recwarn if issubclass(w.category, stats.ConstantInputWarning)]
 
 
 def test_correlation_restricted_to_calibs(retention):
-    corr = report.correlation_table(make_metrics(), retention, calibs=["A", "C", "D"])
+    corr = cr.correlation_table(make_metrics(), retention, calibs=["A", "C", "D"])
     metric, ret = hand_means(["A", "C", "D"])
     want = stats.spearmanr([metric[c]["ngram4_aggregation"] for c in metric],
                            [ret[c]["total"] for c in metric])
@@ -242,11 +266,11 @@ def test_correlation_restricted_to_calibs(retention):
     assert row.rho == pytest.approx(want.statistic)
     assert row.p == pytest.approx(want.pvalue)
     with pytest.raises(ValueError, match="Z"):
-        report.correlation_table(make_metrics(), retention, calibs=["A", "B", "Z"])
+        cr.correlation_table(make_metrics(), retention, calibs=["A", "B", "Z"])
 
 
 def test_chance_adjusted_correlation(retention):
-    corr = report.correlation_table(make_metrics(), retention, value="chance_adjusted")
+    corr = cr.correlation_table(make_metrics(), retention, value="chance_adjusted")
     adj = {c: np.mean([hand_adjusted(c, s)["total"] for s in (0, 1)]) for c in CALIBS}
     ngram = {c: np.mean([NGRAM[c, s] for s in (0, 1)]) for c in CALIBS}
     want = stats.spearmanr([ngram[c] for c in CALIBS], [adj[c] for c in CALIBS])
@@ -256,17 +280,17 @@ def test_chance_adjusted_correlation(retention):
 
 def test_opposite_sign_pairs(retention):
     # Four sources cannot make anything significant (the smallest exact p is 2/24), so no pair.
-    assert report.opposite_sign_pairs(report.correlation_table(make_metrics(), retention)).empty
-    pairs = report.opposite_sign_pairs(hand_corr())  # decided by q, not p
+    assert cr.opposite_sign_pairs(cr.correlation_table(make_metrics(), retention)).empty
+    pairs = cr.opposite_sign_pairs(hand_corr())  # decided by q, not p
     assert list(pairs[["metric", "dim_pos", "dim_neg"]].itertuples(index=False, name=None)) == [
         ("perplexity", "general", "math"), ("perplexity", "general", "code")]
-    assert report.opposite_sign_pairs(hand_corr().assign(q=0.2)).empty
+    assert cr.opposite_sign_pairs(hand_corr().assign(q=0.2)).empty
 
 
 # --- output files ---------------------------------------------------------------------------------
 
 def test_write_table_roundtrip(tmp_path, retention):
-    csv, parquet = report.write_table(retention, tmp_path / "sub" / "retention_0.6")
+    csv, parquet = write_table(retention, tmp_path / "sub" / "retention_0.6")
     assert csv.name == "retention_0.6.csv" and parquet.name == "retention_0.6.parquet"
     back = pd.read_parquet(parquet)
     pd.testing.assert_frame_equal(back.reset_index(drop=True), retention, check_dtype=False)
@@ -274,22 +298,45 @@ def test_write_table_roundtrip(tmp_path, retention):
     assert sorted(os.listdir(tmp_path / "sub")) == ["retention_0.6.csv", "retention_0.6.parquet"]
 
 
-def test_plots_are_deterministic_pngs(tmp_path, retention):
-    corr = report.correlation_table(make_metrics(), retention)
-    for fn, data in ((report.plot_rho_heatmap, corr), (report.plot_retention, retention)):
+def test_plots_are_deterministic_pngs(tmp_path, retention, summary):
+    corr = cr.correlation_table(make_metrics(), retention)
+    for fn, data in ((pl.plot_rho_heatmap, corr), (pl.plot_retention, summary), (pl.plot_profile, summary)):
         a, b = tmp_path / f"{fn.__name__}_a.png", tmp_path / f"{fn.__name__}_b.png"
         fn(data, a)
         fn(data, b)
         assert a.read_bytes()[:8] == PNG_MAGIC
         assert a.stat().st_size > 1000
         assert a.read_bytes() == b.read_bytes()
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+
+def test_scatter_one_png_per_setting(tmp_path, retention, summary):
+    corr = cr.correlation_table(make_metrics(), retention)
+    two = pd.concat([corr, corr.assign(sparsity=0.5)], ignore_index=True)
+    both = pd.concat([summary, summary.assign(sparsity=0.5)], ignore_index=True)
+    written = pl.plot_scatters(two, make_metrics(), both, tmp_path / "scatter")
+    assert [p.name for p in written] == ["world_sparsegpt_0.6.png", "world_sparsegpt_0.5.png"]
+    assert sorted(os.listdir(tmp_path / "scatter")) == sorted(p.name for p in written)
+    first = written[0].read_bytes()
+    assert first[:8] == PNG_MAGIC
+    pl.plot_scatters(two, make_metrics(), both, tmp_path / "scatter")  # replaces the folder whole
+    assert written[0].read_bytes() == first and len(os.listdir(tmp_path / "scatter")) == 2
+
+
+def test_set_tables_carry_the_summary_intervals(summary):
+    (key, table), = pl.set_tables(summary).items()
+    assert key == (MODEL, "sparsegpt", 0.6)
+    row = summary[(summary.calib == "D") & (summary.name == "general")].iloc[0]
+    assert table.loc["D", ("mean", "general")] == pytest.approx(100 * row.retention)
+    assert table.loc["D", ("low", "general")] == pytest.approx(100 * row.retention_low)
+    assert table.loc["D", ("high", "general")] == pytest.approx(100 * row.retention_high)
+    assert list(table.index) == list(table[("mean", "total")].sort_values(ascending=False).index)
 
 
 def test_heatmap_several_panels(tmp_path, retention):
-    corr = report.correlation_table(make_metrics(), retention)
+    corr = cr.correlation_table(make_metrics(), retention)
     other = corr.assign(sparsity=0.5)
-    path = report.plot_rho_heatmap(pd.concat([corr, other], ignore_index=True), tmp_path / "h.png")
+    path = pl.plot_rho_heatmap(pd.concat([corr, other], ignore_index=True), tmp_path / "h.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
 
 
@@ -300,12 +347,20 @@ def hand_corr() -> pd.DataFrame:
             ("perplexity", "code", -0.59, 0.01, 0.027), ("perplexity", "total", 0.10, 0.5, 0.57),
             ("entropy", "general", 0.80, 0.01, 0.06), ("entropy", "math", 0.30, 0.4, 0.53),
             ("entropy", "code", -0.9, 0.2, 0.32), ("entropy", "total", 0.2, 0.6, 0.6)]
-    return pd.DataFrame([{"model": MODEL, "method": "sparsegpt", "sparsity": 0.6, "metric": m, "dimension": d,
-                          "rho": r, "p": p, "p_method": "t", "q": q, "n": 15} for m, d, r, p, q in rows])
+    corr = pd.DataFrame([{"model": MODEL, "method": "sparsegpt", "sparsity": 0.6, "metric": m, "dimension": d,
+                          "rho": r, "rho_low": r - 0.11, "rho_high": r + 0.09, "p": p, "p_method": "t", "q": q,
+                          "n": 15} for m, d, r, p, q in rows])
+    corr.loc[corr.metric == "entropy", ["rho_low", "rho_high"]] = np.nan  # e.g. one seed
+    return corr
 
 
-def test_markdown_contents(tmp_path, retention):
-    path = report.write_markdown(retention, hand_corr(), make_metrics(), tmp_path / "report.md",
+def cells_of(section: str, first: str) -> list[str]:
+    line = next(ln for ln in section.splitlines() if ln.split("|")[1:2] and ln.split("|")[1].strip() == first)
+    return [x.strip() for x in line.split("|")[1:-1]]
+
+
+def test_markdown_contents(tmp_path, retention, summary):
+    path = report.write_markdown(summary, retention, hand_corr(), make_metrics(), tmp_path / "report.md",
                                  title="test report", notes=["built-in world"])
     text = path.read_text()
     assert text.startswith("# test report\n")
@@ -313,25 +368,30 @@ def test_markdown_contents(tmp_path, retention):
     for definition in report.DEFINITIONS:
         assert definition in text
     # dense scores
-    assert "gen_mc" in text and "0.800" in text and "0.250" in text
-    # retention (%): D has the highest total, A the lowest; order by total descending
+    assert "gen_mc" in text and "0.8" in text and "0.250" in text
+    # retention (%): D has the highest total, A the lowest; order by total descending; every figure
+    # carries its interval from the summary table
     totals = {c: 100 * np.mean([hand_retention(c, s)["total"] for s in (0, 1)]) for c in CALIBS}
     section = text.split("### Retention (%)")[1].split("###")[0]
     calib_lines = [ln for ln in section.splitlines() if ln.startswith("|") and ln.split("|")[1].strip() in CALIBS]
     order = [ln.split("|")[1].strip() for ln in calib_lines]
     assert order == sorted(CALIBS, key=lambda c: -totals[c])
     for c in CALIBS:
-        assert f"{totals[c]:.1f}" in section
+        row = summary[(summary.calib == c) & (summary.level == "total")].iloc[0]
+        assert row.retention * 100 == pytest.approx(totals[c])
+        cells = cells_of(section, c)
+        assert cells[1] == "2"  # seeds
+        assert cells[-1] == f"{totals[c]:.1f} [{100 * row.retention_low:.1f}, {100 * row.retention_high:.1f}]"
     # best / worst / spread for general
     gen = {c: 100 * np.mean([hand_retention(c, s)["general"] for s in (0, 1)]) for c in CALIBS}
-    best_section = text.split("### Best and worst source per dimension")[1].split("###")[0]
-    gen_line = next(ln for ln in best_section.splitlines() if ln.split("|")[1:2] and
-                    ln.split("|")[1].strip() == "general")
-    cells = [x.strip() for x in gen_line.split("|")[1:-1]]
-    assert cells == ["general", "D", f"{gen['D']:.1f}", "A", f"{gen['A']:.1f}",
-                     f"{gen['D'] - gen['A']:.1f}"]
-    # rho/p table and the opposite-sign line
-    assert "+0.71 (p=0.004, q=0.016)" in text and "-0.53 (p=0.030, q=0.040)" in text
+    best_section = text.split("### Best and worst set per dimension")[1].split("###")[0]
+    cells = cells_of(best_section, "general")
+    assert cells[:2] == ["general", "D"] and cells[2].startswith(f"{gen['D']:.1f} [")
+    assert cells[3] == "A" and cells[4].startswith(f"{gen['A']:.1f} [")
+    assert cells[5] == f"{gen['D'] - gen['A']:.1f}"
+    # rho with its seed interval, p and q; no bracket where the interval is undefined
+    assert "+0.71 [+0.60, +0.80] (p=0.004, q=0.016)" in text and "-0.53 [-0.64, -0.44] (p=0.030, q=0.040)" in text
+    assert "+0.80 (p=0.010, q=0.060)" in text
     assert ("Opposite-sign pairs (q < 0.05): perplexity: general +0.71 (q=0.016) vs "
             "math -0.53 (q=0.040), code -0.59 (q=0.027).") in text
     assert "entropy:" not in text
@@ -340,31 +400,30 @@ def test_markdown_contents(tmp_path, retention):
     assert "perplexity" in text and "ngram4_aggregation" in text
     assert "| 11 " in text or "| 11  " in text or " 11 |" in text   # A: mean(10, 12)
     # deterministic
-    again = report.write_markdown(retention, hand_corr(), make_metrics(), tmp_path / "again.md",
+    again = report.write_markdown(summary, retention, hand_corr(), make_metrics(), tmp_path / "again.md",
                                   title="test report", notes=["built-in world"])
     assert again.read_text() == text
 
 
-def test_markdown_no_opposite_sign(tmp_path, retention):
+def test_markdown_no_opposite_sign(tmp_path, retention, summary):
     corr = hand_corr()
     corr = corr[corr.metric == "entropy"]
-    text = report.write_markdown(retention, corr, make_metrics(), tmp_path / "r.md").read_text()
+    text = report.write_markdown(summary, retention, corr, make_metrics(), tmp_path / "r.md").read_text()
     assert "Opposite-sign pairs (q < 0.05): none." in text
 
 
-def test_markdown_from_real_correlations(tmp_path, retention):
-    corr = report.correlation_table(make_metrics(), retention)
-    text = report.write_markdown(retention, corr, make_metrics(), tmp_path / "r.md").read_text()
-    assert "+1.00 (p=0.083, q=" in text and "Opposite-sign pairs (q < 0.05): none." in text
+def test_markdown_from_real_correlations(tmp_path, retention, summary):
+    corr = cr.correlation_table(make_metrics(), retention)
+    text = report.write_markdown(summary, retention, corr, make_metrics(), tmp_path / "r.md").read_text()
+    assert "+1.00 [" in text and "(p=0.083, q=" in text and "Opposite-sign pairs (q < 0.05): none." in text
     assert "n/a" in text   # the constant metric
 
 
-def test_markdown_methods_at_a_glance(tmp_path, retention):
-    text = report.write_markdown(retention, hand_corr(), make_metrics(), tmp_path / "r.md").read_text()
+def test_markdown_methods_at_a_glance(tmp_path, retention, summary):
+    text = report.write_markdown(summary, retention, hand_corr(), make_metrics(), tmp_path / "r.md").read_text()
     section = text.split("## Methods at a glance")[1].split("\n## ")[0]
-    tables = report._per_calib(retention)
-    for key, table in tables.items():
-        total = table["total"]
-        row = next(line for line in section.splitlines() if report._group_title(key) in line)
+    for key, table in pl.set_tables(summary).items():
+        total = table[("mean", "total")]
+        row = next(line for line in section.splitlines() if pl.group_title(key) in line)
         assert f" {total.mean():.1f} " in row
         assert f"{total.idxmax()} {total.max():.1f}" in row and f"{total.idxmin()} {total.min():.1f}" in row

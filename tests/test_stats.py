@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from calmix.stats import EXACT_MAX_N, benjamini_hochberg, bootstrap_interval, spearman
+from calmix.stats import (EXACT_MAX_N, benjamini_hochberg, keyed_rng, percentile_interval,
+                          resample_counts, spearman)
 
 X15 = [3.1, 0.2, 5.5, 1.0, 4.4, 2.2, 9.0, 7.5, 6.1, 8.8, 0.9, 3.3, 2.0, 7.0, 5.0]
 Y15 = [2.0, 0.5, 4.0, 1.5, 5.0, 2.5, 7.0, 8.0, 5.5, 9.0, 0.1, 3.0, 3.0, 6.0, 4.5]  # one tie
@@ -46,32 +47,25 @@ def test_benjamini_hochberg_equals_scipy_and_skips_nan():
     assert all(qi >= pi for qi, pi in zip(np.delete(q, 4), np.delete(p, 4)))
 
 
-def test_bootstrap_interval_is_reproducible_by_seed_and_covers_the_estimate():
-    rng = np.random.default_rng(0)
-    dense, pruned = rng.random(200) < 0.9, rng.random(200) < 0.8
-
-    def retention(d, q):
-        return q.mean() / d.mean()
-
-    a = bootstrap_interval(retention, dense, pruned, seed=1)
-    assert a == bootstrap_interval(retention, dense, pruned, seed=1)
-    assert a != bootstrap_interval(retention, dense, pruned, seed=2)
-    assert a[0] < retention(dense, pruned) < a[1]
-    assert all(math.isnan(v) for v in bootstrap_interval(np.mean, [1.0]))
+def test_keyed_rng_is_reproducible_and_independent_of_other_keys():
+    a = keyed_rng(0, "world", "general", "world_general").integers(0, 1 << 30, 8)
+    assert (a == keyed_rng(0, "world", "general", "world_general").integers(0, 1 << 30, 8)).all()
+    assert (a != keyed_rng(1, "world", "general", "world_general").integers(0, 1 << 30, 8)).any()
+    assert (a != keyed_rng(0, "world", "general", "world_code").integers(0, 1 << 30, 8)).any()
 
 
-def test_paired_retention_interval_pairs_items_and_is_reproducible():
-    from calmix.stats import paired_retention_interval
+def test_resample_counts_are_draws_with_replacement():
+    counts = resample_counts(50, 4000, np.random.default_rng(0))
+    assert counts.shape == (4000, 50) and (counts.sum(axis=1) == 50).all()
+    # each item is drawn Binomial(50, 1/50) times: mean 1, variance 0.98
+    assert counts.mean() == pytest.approx(1.0) and counts.var() == pytest.approx(0.98, abs=0.03)
 
-    rng = np.random.default_rng(0)
-    dense = {"a": (rng.random(300) < 0.9).astype(float), "b": (rng.random(200) < 0.7).astype(float)}
-    # pruned loses exactly the items it loses: perfectly paired, its retention is known per resample
-    pruned = {"a": dense["a"] * (rng.random(300) < 0.8), "b": dense["b"].copy()}
-    out = paired_retention_interval(dense, pruned, seed=3)
-    assert out == paired_retention_interval(dense, pruned, seed=3)
-    point = {t: pruned[t].mean() / dense[t].mean() for t in dense}
-    assert out["b"] == (1.0, 1.0)  # identical items: no uncertainty at all when paired
-    assert out["a"][0] < point["a"] < out["a"][1] < 1.0
-    assert out["mean"][0] < (point["a"] + point["b"]) / 2 < out["mean"][1]
-    with pytest.raises(ValueError, match="same non-empty items"):
-        paired_retention_interval({"a": [1.0, 0.0]}, {"a": [1.0]})
+
+def test_percentile_interval_ignores_nan_draws():
+    draws = np.arange(101, dtype=float)
+    low, high = percentile_interval(draws, 0.9)
+    assert (float(low), float(high)) == pytest.approx((5.0, 95.0))
+    low, high = percentile_interval(np.r_[draws, [np.nan] * 7], 0.9)
+    assert (float(low), float(high)) == pytest.approx((5.0, 95.0))
+    low, high = percentile_interval(np.full((2, 3), np.nan))
+    assert np.isnan(low).all() and np.isnan(high).all() and low.shape == (2,)

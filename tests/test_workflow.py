@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -62,7 +64,8 @@ def test_paper_config_plans_every_job_offline(tmp_path):
     counts = collections.Counter(rule for rule, _ in planned_jobs(result.stdout))
     assert counts == {
         "fetch_model": 1, "corpus": 15, "tokenize": 15, "shard": 15, "metrics": 15, "metric_table": 1,
-        "prune": 15, "fetch_task_data": 4, "evaluate_dense": 4, "evaluate_pruned": 15 * 4, "report": 1,
+        "prune": 15, "fetch_task_data": 4, "evaluate_dense": 4, "evaluate_pruned": 15 * 4,
+        "retention": 1, "correlations": 1, "report": 1,
     }
     assert not (tmp_path / "results").exists()
 
@@ -129,16 +132,58 @@ def tiny_runs(tmp_path_factory):
     return runs
 
 
+PLOTS = ["rho_heatmap.png", "retention.png", "profile.png",
+         "scatter/world_sparsegpt_0.5.png", "scatter/world_wanda_0.5.png"]
+
+
 def test_tiny_run_writes_the_report_and_every_log(tiny_runs):
     workdir = tiny_runs[0]
     report = (workdir / "results" / "report.md").read_text()
     assert "Retention" in report and "Spearman" in report
-    for png in ("rho_heatmap.png", "retention.png"):
+    for png in PLOTS:
         assert (workdir / "results" / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in (workdir / "results" / "plots" / "scatter").iterdir()) == [
+        "world_sparsegpt_0.5.png", "world_wanda_0.5.png"]  # magnitude has one set: no correlations
     assert "step 30/30" in (workdir / "logs" / "train_world_model" / "world.log").read_text()
     assert "layer 2/2" in next((workdir / "logs" / "prune").rglob("*.log")).read_text()
     scores = sorted((workdir / "results" / "eval").rglob("*.json"))
     assert scores and all(p.with_suffix(".items.parquet").is_file() for p in scores)  # per-item results kept
+
+
+def test_every_retention_figure_and_rho_has_an_interval(tiny_runs):
+    tables = tiny_runs[0] / "results" / "tables"
+    summary = pd.read_parquet(tables / "retention_summary.parquet")
+    calibrated = summary[summary.method != "magnitude"]
+    assert set(calibrated.seeds) == {2} and set(summary[summary.method == "magnitude"].seeds) == {1}
+    for value in ("retention", "chance_adjusted"):
+        finite = summary[np.isfinite(summary[value])]
+        assert not finite.empty and np.isfinite(finite[[f"{value}_low", f"{value}_high"]]).all().all()
+        assert (finite[f"{value}_low"] <= finite[f"{value}_high"]).all()
+    assert np.isfinite(calibrated.retention_sd).all()
+    per_checkpoint = pd.read_parquet(tables / "retention.parquet")
+    assert np.isfinite(per_checkpoint[["retention_low", "retention_high"]]).all().all()
+    corr = pd.read_parquet(tables / "correlations.parquet")
+    defined = corr[np.isfinite(corr.rho)]
+    assert not defined.empty and np.isfinite(defined[["rho_low", "rho_high"]]).all().all()
+    assert (defined.rho_low <= defined.rho_high).all()
+    text = (tiny_runs[0] / "results" / "report.md").read_text()
+    row = summary[(summary.method == "sparsegpt") & (summary.calib == "web") & (summary.level == "total")].iloc[0]
+    assert f"{100 * row.retention:.1f} [{100 * row.retention_low:.1f}, {100 * row.retention_high:.1f}]" in text
+
+
+def test_html_report_builds_offline_with_every_category_and_plot(tiny_runs, tmp_path):
+    html = tmp_path / "report.html"
+    result = snakemake(tiny_runs[0], "--report", str(html), configfile=TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = html.read_text()
+    for category in ("Metrics", "Retention", "Correlations"):
+        assert f'"{category}"' in text or f"'{category}'" in text or f">{category}<" in text, category
+    for name in [*(Path(p).name for p in PLOTS), "metrics.csv", "retention.csv", "retention_summary.csv",
+                 "correlations.csv"]:
+        assert name in text, name
+    for caption in ("Benjamini-Hochberg", "two-stage percentile bootstrap", "Capability profile"):
+        assert caption in text, caption
+    assert not re.search(r"<(?:script|link|img)[^>]+(?:src|href)=[\"']https?://", text)  # self-contained
 
 
 def test_two_runs_give_identical_shards_metrics_and_pruned_weights(tiny_runs):
@@ -168,14 +213,18 @@ def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_runs, tmp
     dims = list(config["evaluation"]["dimensions"])
     sparsity = config["pruning"]["sparsities"][0]
     calibrated = [m for m in config["pruning"]["methods"] if m != "magnitude"]
+    seeds = config["calibration"]["seeds"]
     expected = sorted([
         ("corpus", "results/corpora/stories.jsonl"),
         ("tokenize", "results/tokens/world/stories.parquet"),
-        ("shard", "results/shards/world/stories/seed0.parquet"),
-        ("metrics", "results/metrics/world/stories/seed0.json"),
-        *[("prune", f"results/pruned/world/{m}/{sparsity}/stories/seed0") for m in calibrated],
-        *[("evaluate_pruned", f"results/eval/world/{m}/{sparsity}/stories/seed0/{d}.json") for m in calibrated for d in dims],
+        *[("shard", f"results/shards/world/stories/seed{s}.parquet") for s in seeds],
+        *[("metrics", f"results/metrics/world/stories/seed{s}.json") for s in seeds],
+        *[("prune", f"results/pruned/world/{m}/{sparsity}/stories/seed{s}") for m in calibrated for s in seeds],
+        *[("evaluate_pruned", f"results/eval/world/{m}/{sparsity}/stories/seed{s}/{d}.json")
+          for m in calibrated for s in seeds for d in dims],
         ("metric_table", "results/tables/metrics.csv"),
+        ("retention", "results/tables/retention.csv"),
+        ("correlations", "results/tables/correlations.csv"),
         ("report", "results/report.md"),
     ])
     planned = [job for job in planned_jobs(result.stdout) if job[0] != "all"]

@@ -1,0 +1,17 @@
+"""Spearman rho of every OIT metric with every dimension's retention, across the single sources."""
+
+import pandas as pd
+
+from calmix.correlation import correlation_table
+from calmix.io import write_table
+from calmix.logs import setup_logging
+from calmix.retention import Bootstrap
+
+setup_logging(snakemake.log[0])
+corr = correlation_table(
+    pd.read_parquet(snakemake.input.metrics),
+    pd.read_parquet(snakemake.input.retention),
+    calibs=snakemake.params.single_sources,
+    boot=Bootstrap(**snakemake.params.bootstrap),
+)
+write_table(corr, snakemake.output.csv.removesuffix(".csv"))
