@@ -191,6 +191,9 @@ def plot_scatters(corr: pd.DataFrame, metrics: pd.DataFrame, summary: pd.DataFra
                     ax.set_title(f"rho {rho}{ci}{q}", fontsize=7)
                     ax.tick_params(labelsize=6)
                     ax.set_xlabel(name, fontsize=6)
+                    x = x_all.loc[calibs, name].to_numpy(float)
+                    if np.nanmin(x) > 0 and np.nanmax(x) > 100 * np.nanmin(x):
+                        ax.set_xscale("log")  # rho is rank-based; a log axis keeps outliers readable
                     if j == 0:
                         ax.set_ylabel("retention (%)", fontsize=7)
                     if i == 0:

@@ -1,5 +1,7 @@
 """Spearman rho of every OIT metric with every dimension's retention, across the single sources."""
 
+import logging
+
 import pandas as pd
 
 from calmix.correlation import correlation_table
@@ -15,3 +17,5 @@ corr = correlation_table(
     boot=Bootstrap(**snakemake.params.bootstrap),
 )
 write_table(corr, snakemake.output.csv.removesuffix(".csv"))
+logging.info("%d correlations over %d sources; %d with q < 0.05", len(corr), len(snakemake.params.single_sources),
+             int((corr["q"] < 0.05).sum()))
