@@ -124,3 +124,9 @@ def _check_semantics(config: dict, workdir: Path) -> None:
                     f"config key 'evaluation.dimensions.{dim}.tasks[{i}]': unknown world task {task!r}. "
                     f"Known: {', '.join(sorted(world_tasks))}"
                 )
+        for task in spec["metric"]:
+            if task not in spec["tasks"]:
+                raise ConfigError(
+                    f"config key 'evaluation.dimensions.{dim}.metric.{task}': {task!r} is not a task of this "
+                    f"dimension. Its tasks: {', '.join(spec['tasks'])}"
+                )

@@ -11,6 +11,11 @@ and a held-out evaluation task that tests it:
 - code: small Python functions whose body follows from their name (generation, exact match);
 - math: word problems with worked solutions (generation, exact match on the final number).
 
+Two further held-out tasks are written only when a study's config names them: world_code_exec (the
+same function heads, scored by running the completed function on test inputs; needs
+evaluation.allow_code_execution) and world_perplexity (held-out pretraining-like documents for
+rolling log-likelihood).
+
 Calibration sources are further generators over the same world with a distinct character (web-like
 mixture, encyclopedia, stories, QA, code, code instructions, equations, worked math, chat,
 commonsense statements) plus two controls (random tokens, repetitive text). Everything is a pure
@@ -30,6 +35,8 @@ DIMENSION_TASKS = {
     "code": "world_code",
     "math": "world_math",
 }
+#: Every held-out task the world writes: one per dimension, plus the optional ones.
+WORLD_TASKS = (*DIMENSION_TASKS.values(), "world_code_exec", "world_perplexity")
 
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gl", "kr", "st", "th"]
 _VOWELS = ["a", "e", "i", "o", "u", "ae", "ou"]
@@ -139,11 +146,27 @@ class World:
         feeling = rng.choice(sorted(_FEELINGS))
         return f"Someone who {rng.choice(_FEELINGS[feeling])} feels {feeling}."
 
-    def function(self, rng: random.Random) -> tuple[str, str]:
+    def _function_parts(self, rng: random.Random) -> tuple[str, int, str]:
+        """(operation, constant, parameter name) of one small function."""
         op = rng.choice(sorted(_OPS))
         k = rng.randint(1, 20)
-        p = rng.choice(_PARAMS)
+        return op, k, rng.choice(_PARAMS)
+
+    def function(self, rng: random.Random) -> tuple[str, str]:
+        op, k, p = self._function_parts(rng)
         return f"def {op}_{k}({p}):\n    return", f"{p} {_OPS[op]} {k}"
+
+    def checked_function(self, rng: random.Random, n_tests: int = 3) -> dict:
+        """A function head to complete, its canonical body and asserts that check any body by running it."""
+        op, k, p = self._function_parts(rng)
+        apply = {"add": lambda v: v + k, "sub": lambda v: v - k, "mul": lambda v: v * k}[op]
+        inputs = rng.sample(range(-9, 31), n_tests)
+        return {
+            "prompt": f"def {op}_{k}({p}):\n    return",
+            "answer": f"{p} {_OPS[op]} {k}",
+            "entry_point": f"{op}_{k}",
+            "tests": [f"assert {op}_{k}({v}) == {apply(v)}" for v in inputs],
+        }
 
     def code_snippet(self, rng: random.Random) -> str:
         roll = rng.random()
@@ -181,8 +204,16 @@ class World:
     # --- evaluation items -------------------------------------------------------------------------
 
     def eval_items(self, task: str, n: int, seed: int) -> list[dict]:
-        """Held-out items for one task: unseen cities, unseen names, fresh problems."""
+        """Held-out items for one task: unseen cities, unseen names, fresh problems, fresh documents.
+
+        Each task draws from its own random stream ("eval-<world seed>-<task>-<seed>"), distinct from
+        the streams of every corpus ("docs-..."), so adding a task changes no other task's items.
+        """
         rng = random.Random(f"eval-{self.seed}-{task}-{seed}")
+        if task == "world_perplexity":
+            # Pretraining-like documents (the training corpus and calibration sources draw theirs
+            # from the "docs-..." streams), without the trailing newline.
+            return [{"text": doc.rstrip("\n")} for doc in self._documents(self._pretrain, n, rng)]
         items = []
         for _ in range(n):
             if task == "world_general":
@@ -199,8 +230,10 @@ class World:
             elif task == "world_math":
                 prompt, _, answer = self.word_problem(rng, _HELD_OUT_PEOPLE)
                 items.append({"prompt": prompt, "answer": answer})
+            elif task == "world_code_exec":
+                items.append(self.checked_function(rng))
             else:
-                raise ValueError(f"unknown world task {task!r}; known: {sorted(DIMENSION_TASKS.values())}")
+                raise ValueError(f"unknown world task {task!r}; known: {sorted(WORLD_TASKS)}")
         return items
 
     # --- documents ---------------------------------------------------------------------------------
@@ -315,7 +348,12 @@ class World:
         make = self.generators().get(generator)
         if make is None:
             raise ValueError(f"unknown world generator {generator!r}; known: {sorted(self.generators())}")
-        rng = random.Random(f"docs-{self.seed}-{generator}-{seed}")
+        return self._documents(make, n_docs, random.Random(f"docs-{self.seed}-{generator}-{seed}"), pieces)
+
+    @staticmethod
+    def _documents(
+        make: Callable[[random.Random], str], n_docs: int, rng: random.Random, pieces: tuple[int, int] = (4, 12)
+    ) -> list[str]:
         docs = []
         for _ in range(n_docs):
             parts = [make(rng) for _ in range(rng.randint(*pieces))]

@@ -97,6 +97,22 @@ def builtin_tasks(dimension):
     return [t for t in tasks if not (RESOURCES / "lm_eval_tasks" / f"{t}.yaml").is_file()]
 
 
+def harness(dimension):
+    """The lm-eval settings of one dimension's evaluation jobs (keyword arguments of
+    calmix.evaluation.evaluate): HARNESS with this dimension's own limit, and its shots and metric
+    choices only when set, so that editing one dimension reruns only its evaluations and studies
+    that set none of them keep their params."""
+    spec = config["evaluation"]["dimensions"][dimension]
+    settings = dict(HARNESS)
+    if "limit" in spec:
+        settings["limit"] = spec["limit"]
+    if spec.get("num_fewshot", 0):
+        settings["num_fewshot"] = spec["num_fewshot"]
+    if spec.get("metric"):
+        settings["metric"] = spec["metric"]
+    return settings
+
+
 def task_data(dimension):
     """What this dimension's evaluation reads: the world's held-out items, or the fetched task data."""
     tasks = config["evaluation"]["dimensions"][dimension]["tasks"]

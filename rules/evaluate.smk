@@ -10,7 +10,7 @@ rule evaluate_dense:
         per_item="results/eval/{model}/dense/{dimension}.items.parquet",
     params:
         tasks=lambda wc: config["evaluation"]["dimensions"][wc.dimension]["tasks"],
-        harness=HARNESS,
+        harness=lambda wc: harness(wc.dimension),
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         task_dir=TASK_DIR,
         device=DEVICE,

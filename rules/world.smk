@@ -23,7 +23,7 @@ rule world_eval_items:
         seed=config["world"]["seed"],
         n=config["world"]["eval_items"],
     wildcard_constraints:
-        task="world_[a-z]+",
+        task="world_[a-z_]+",
     conda:
         "../envs/calmix.yaml"
     log:

@@ -10,19 +10,16 @@ from calmix.models import target_label
 
 setup_logging(snakemake.log[0], snakemake.threads)
 w = snakemake.wildcards
-harness = snakemake.params.harness
 with compute_device(snakemake.params.device) as device:
     result = evaluate(
         snakemake.input.model,
         snakemake.params.tasks,
         task_dir=Path(snakemake.params.task_dir),
         data_root=Path.cwd(),
-        batch_size=harness["batch_size"],
-        limit=harness["limit"],
-        seed=harness["seed"],
-        allow_code_execution=harness.get("allow_code_execution", False),
         dtype=snakemake.params.dtype,
         device=device,
+        dimension=w.dimension,
+        **snakemake.params.harness,  # batch_size, limit, seed and the dimension's own settings (common.smk: harness)
     )
 pruned = "method" in w.keys()
 write_items(result.pop("items"), snakemake.output.per_item)

@@ -56,6 +56,13 @@ def test_shipped_config_is_valid():
         ({"pruning__structures": ["3:4"]}, "pruning.structures[0]", "is not one of"),
         ({"calibration__sources": {"none": {"kind": "world", "generator": "web"}}}, "calibration.sources.none", "reserved"),
         ({"calibration__sources": {"a b": {"kind": "world", "generator": "web"}}}, "calibration.sources.a b", "file names"),
+        ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "num_fewshot": -1}}}, "evaluation.dimensions.g.num_fewshot", "minimum"),
+        ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "limit": 0}}}, "evaluation.dimensions.g.limit", "minimum"),
+        ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "shots": 5}}}, "evaluation.dimensions.g.shots", "unknown key"),
+        ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "metric": {"world_general": "acc_norm"}}}},
+         "evaluation.dimensions.g.metric.world_general", "does not match"),
+        ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "metric": {"world_code": "acc,none"}}}},
+         "evaluation.dimensions.g.metric.world_code", "not a task of this dimension"),
     ],
 )
 def test_bad_config_names_the_key(edits, key, words):
@@ -73,6 +80,45 @@ def test_code_executing_tasks_need_the_opt_in():
     assert "executes the code the model writes" in str(err.value) and "allow_code_execution: true" in str(err.value)
     config = validate_config(_config(evaluation__dimensions=dims, evaluation__allow_code_execution=True))
     assert config["evaluation"]["allow_code_execution"] is True
+
+
+def test_dimension_settings_default_to_zero_shots_the_global_limit_and_primary_metrics():
+    config = validate_config(_config())
+    assert config["evaluation"]["dimensions"]["general"] == {"tasks": ["world_general"], "num_fewshot": 0, "metric": {}}
+    dims = {
+        "commonsense": {"tasks": ["world_commonsense"], "num_fewshot": 5, "limit": 50, "metric": {"world_commonsense": "acc_norm,none"}},
+        "math": {"tasks": ["world_math"], "limit": None},
+        "perplexity": {"tasks": ["world_perplexity"]},
+    }
+    config = validate_config(_config(evaluation__dimensions=dims, evaluation__limit=20))
+    assert config["evaluation"]["dimensions"]["commonsense"]["limit"] == 50
+    assert config["evaluation"]["dimensions"]["math"]["limit"] is None
+
+
+def test_world_code_exec_needs_the_opt_in_by_its_yaml():
+    """world_code_exec is no lm-eval code family by name: its YAML's unsafe_code: true is what counts."""
+    from calmix.evaluation import CODE_EXECUTING_TASKS
+
+    assert not "world_code_exec".startswith(CODE_EXECUTING_TASKS)
+    dims = {"code": {"tasks": ["world_code_exec"]}}
+    with pytest.raises(ConfigError) as err:
+        validate_config(_config(evaluation__dimensions=dims))
+    message = str(err.value)
+    assert "config key 'evaluation.dimensions.code.tasks[0]'" in message and "'world_code_exec'" in message
+    assert "evaluation.allow_code_execution: true" in message
+    validate_config(_config(evaluation__dimensions=dims, evaluation__allow_code_execution=True))
+
+
+def test_unsafe_code_is_read_from_task_yamls_and_their_includes(tmp_path):
+    from calmix.evaluation import executes_code
+
+    (tmp_path / "base.yaml").write_text("unsafe_code: true\nprocess_results: !function nowhere.at_all\n")
+    (tmp_path / "child.yaml").write_text("include: base.yaml\ntask: child\n")
+    (tmp_path / "safe.yaml").write_text("task: safe\nprocess_results: !function nowhere.at_all\n")
+    assert executes_code("child", tmp_path) and executes_code("base", tmp_path)
+    assert not executes_code("safe", tmp_path) and not executes_code("missing", tmp_path)
+    assert executes_code("humaneval", tmp_path)  # lm-eval's own, by name
+    assert not any(executes_code(t) for t in ("world_general", "world_commonsense", "world_code", "world_math", "world_perplexity"))
 
 
 def test_code_executing_task_list_covers_lm_eval():

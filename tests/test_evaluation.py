@@ -1,4 +1,4 @@
-"""Tests for calmix.evaluation: the four local lm-eval tasks on a tiny random LLaMA.
+"""Tests for calmix.evaluation: the local lm-eval tasks on a tiny random LLaMA.
 
 The scores of a random model say nothing, so correctness of the scoring (filters,
 exact_match, acc, chance) is checked with a fake lm-eval model that answers from a
@@ -9,13 +9,17 @@ reports what it should.
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
+import re
 from pathlib import Path
 
 import pytest
 
 from calmix import evaluation
-from calmix.evaluation import TaskConfigError, evaluate, load_task_config
+from calmix.evaluation import MetricError, TaskConfigError, evaluate, load_task_config
+from calmix.world import World
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "resources" / "lm_eval_tasks"
 TASKS = ["world_general", "world_commonsense", "world_code", "world_math"]
@@ -121,6 +125,51 @@ def tiny_result(world) -> dict:
     return evaluate(world["model"], TASKS, task_dir=TASK_DIR, data_root=world["root"], batch_size=8)
 
 
+@pytest.fixture(scope="module")
+def optional_tasks(world) -> dict:
+    """Data of the optional tasks next to the others: world_code_exec over the add_k functions of
+    world_code (which the fitted model learns), and a few held-out world documents."""
+    code_exec = [
+        {"prompt": f"def add_{k}(x):\n    return", "answer": f"x + {k}", "entry_point": f"add_{k}",
+         "tests": [f"assert add_{k}({v}) == {v + k}" for v in (-3, 0, 11)]}
+        for k in range(N_DOCS["world_code"])
+    ]
+    assert [d["prompt"] for d in code_exec] == [d["prompt"] for d in world["docs"]["world_code"]]
+    texts = World(0).eval_items("world_perplexity", 5, seed=0)
+    docs = {"world_code_exec": code_exec, "world_perplexity": texts}
+    _write_data(world["root"], docs)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def fit_model(world, tmp_path_factory) -> Path:
+    """The tiny LLaMA trained until it completes every world_code function head with its body."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lines = [f"{d['prompt']} {d['answer']}\n" for d in world["docs"]["world_code"]]
+    tok = AutoTokenizer.from_pretrained(world["model"])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(world["model"])
+    encoded = [tok(line).input_ids for line in lines]
+    width = max(map(len, encoded))
+    ids = torch.full((len(encoded), width), tok.eos_token_id)
+    labels = torch.full((len(encoded), width), -100)
+    for i, row in enumerate(encoded):
+        ids[i, : len(row)] = torch.tensor(row)
+        labels[i, : len(row)] = torch.tensor(row)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-2)
+    model.train()
+    for _ in range(150):
+        model(input_ids=ids, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    path = tmp_path_factory.mktemp("fit") / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 # ----------------------------------------------------------------- load_task_config
 
 
@@ -189,8 +238,9 @@ def test_evaluate_tiny_llama(world, tiny_result):
         "world_math": "exact_match,strict-match",
     }
     for task, summary in res["tasks"].items():
-        assert {"metric", "score", "stderr", "chance", "n", "output_type"} <= set(summary)
+        assert {"metric", "score", "stderr", "chance", "n", "output_type", "higher_is_better", "aggregation"} <= set(summary)
         assert summary["metric"] == expected_metric[task]
+        assert summary["higher_is_better"] is True and summary["aggregation"] == "mean"
         assert 0.0 <= summary["score"] <= 1.0
         assert summary["n"] == N_DOCS[task]
         assert summary["stderr"] is None or summary["stderr"] >= 0.0
@@ -204,7 +254,8 @@ def test_evaluate_tiny_llama(world, tiny_result):
     settings = res["settings"]
     assert settings["batch_size"] == 8 and settings["limit"] is None and settings["seed"] == 1234
     assert settings["dtype"] == "float32" and settings["device"] == "cpu"
-    assert settings["num_fewshot"] == 0
+    assert settings["num_fewshot"] == 0 and settings["metric"] == {}
+    assert all(r["weight"] == 1.0 for r in res["items"])
     assert settings["lm_eval_version"].startswith("0.4")
     assert set(settings["task_versions"]) == set(TASKS)
     json.dumps(res, allow_nan=False)  # plain JSON, no numpy scalars
@@ -326,37 +377,14 @@ def test_default_task_dir_points_at_resources():
     assert evaluation.DEFAULT_TASK_DIR == TASK_DIR
 
 
-def test_overfit_tiny_llama_gets_code_right(world, tmp_path):
+def test_overfit_tiny_llama_gets_code_right(world, fit_model):
     """End to end through HFLM: a model trained on the code answers scores (nearly) 1.
 
     Checks what the fake model cannot: that HFLM's greedy generation keeps the leading
     space of " x + 7", stops at the newline, and that "strip" then matches the answer.
     (The math regex is covered by the fake-model tests; training on it too doubles the time.)
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    lines = [f"{d['prompt']} {d['answer']}\n" for d in world["docs"]["world_code"]]
-    tok = AutoTokenizer.from_pretrained(world["model"])
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(world["model"])
-    encoded = [tok(line).input_ids for line in lines]
-    width = max(map(len, encoded))
-    ids = torch.full((len(encoded), width), tok.eos_token_id)
-    labels = torch.full((len(encoded), width), -100)
-    for i, row in enumerate(encoded):
-        ids[i, : len(row)] = torch.tensor(row)
-        labels[i, : len(row)] = torch.tensor(row)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-2)
-    model.train()
-    for _ in range(150):
-        model(input_ids=ids, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(tmp_path / "fit")
-    tok.save_pretrained(tmp_path / "fit")
-
-    res = evaluate(tmp_path / "fit", ["world_code"], task_dir=TASK_DIR, data_root=world["root"])
+    res = evaluate(fit_model, ["world_code"], task_dir=TASK_DIR, data_root=world["root"])
     assert res["tasks"]["world_code"]["score"] >= 0.8  # 1.0 here; random init scores 0
 
 
@@ -371,3 +399,184 @@ def test_items_round_trip(tmp_path, tiny_result):
     write_items(tiny_result["items"], tmp_path / "x.items.parquet")
     back = read_items(tmp_path / "x.items.parquet")
     assert back.to_dict("records") == tiny_result["items"] and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_items_keep_the_weight_and_old_files_read_with_weight_one(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from calmix.evaluation import read_items, write_items
+
+    items = [
+        {"task": "p", "leaf": "p", "doc_id": 0, "score": -12.5, "weight": 7.0},
+        {"task": "p", "leaf": "p", "doc_id": 1, "score": -3.0, "weight": 2.0},
+    ]
+    write_items(items, tmp_path / "p.items.parquet")
+    assert read_items(tmp_path / "p.items.parquet").to_dict("records") == items
+    pq.write_table(pa.table({"task": ["a"], "leaf": ["a"], "doc_id": [0], "score": [1.0]}), tmp_path / "old.parquet")
+    old = read_items(tmp_path / "old.parquet")
+    assert list(old.columns) == ["task", "leaf", "doc_id", "score", "weight"] and old["weight"].tolist() == [1.0]
+
+
+# ----------------------------------------------------------------- per-dimension settings
+
+
+def _recording_lm_class(contexts: list[str]):
+    from lm_eval.api.model import LM
+
+    class RecordingLM(LM):
+        """Keeps every multiple-choice context it is asked about; every choice is equally likely."""
+
+        def __init__(self, **kwargs):
+            super().__init__()
+
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            contexts.extend(req.args[0] for req in requests)
+            return [(0.0, False) for _ in requests]
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            raise NotImplementedError
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            raise NotImplementedError
+
+    return RecordingLM
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_num_fewshot_puts_other_items_before_each_item(world, monkeypatch, shots):
+    """A world YAML says num_fewshot: 0; the dimension's setting must win, and no item is its own shot."""
+    import lm_eval.models.huggingface as hf
+
+    contexts: list[str] = []
+    monkeypatch.setattr(hf, "HFLM", _recording_lm_class(contexts))
+    res = evaluate("fake-model", ["world_general"], task_dir=TASK_DIR, data_root=world["root"], num_fewshot=shots, limit=5)
+    assert res["settings"]["num_fewshot"] == shots and res["settings"]["limit"] == 5
+    docs = world["docs"]["world_general"]
+    solved = {f"{d['query']} {d['choices'][d['label']]}" for d in docs}
+    queries = {d["query"] for d in docs[:5]}
+    assert len(contexts) == 5 * 4 and {c.split("\n\n")[-1] for c in contexts} == queries
+    for context in contexts:
+        *examples, query = context.split("\n\n")
+        assert len(examples) == shots
+        assert all(e in solved for e in examples) and not any(e.startswith(query + " ") for e in examples)
+    again: list[str] = []
+    monkeypatch.setattr(hf, "HFLM", _recording_lm_class(again))
+    evaluate("fake-model", ["world_general"], task_dir=TASK_DIR, data_root=world["root"], num_fewshot=shots, limit=5)
+    assert again == contexts  # shots drawn with the seed
+
+
+def test_metric_override_scores_and_items_use_that_key(world, tiny_result):
+    res = evaluate(
+        world["model"], ["world_general"], task_dir=TASK_DIR, data_root=world["root"], batch_size=8,
+        metric={"world_general": "acc_norm,none"},
+    )
+    summary = res["tasks"]["world_general"]
+    assert summary["metric"] == "acc_norm,none" and res["settings"]["metric"] == {"world_general": "acc_norm,none"}
+    scores = [r["score"] for r in res["items"]]
+    assert len(scores) == N_DOCS["world_general"] and sum(scores) / len(scores) == pytest.approx(summary["score"])
+    # the tiny model's acc and acc_norm differ on some item, so the override is really used
+    acc = [r["score"] for r in tiny_result["items"] if r["task"] == "world_general"]
+    assert acc != scores
+
+
+def test_metric_override_naming_a_missing_key_fails_before_the_model_loads(world, tmp_path):
+    with pytest.raises(MetricError) as err:
+        evaluate(
+            world["model"], ["world_general", "world_code"], task_dir=TASK_DIR, data_root=world["root"],
+            metric={"world_code": "exact_match,none"}, dimension="code",
+        )
+    message = str(err.value)
+    for words in ("dimension 'code'", "task 'world_code'", "'exact_match,none'",
+                  "evaluation.dimensions.code.metric.world_code", "exact_match,strip"):
+        assert words in message, message
+    with pytest.raises(MetricError, match=r"\['world_math'\] name no task"):
+        evaluate(world["model"], ["world_general"], task_dir=TASK_DIR, data_root=world["root"],
+                 metric={"world_math": "acc,none"})
+
+
+def test_metric_missing_from_lm_eval_results_is_named():
+    """The same message when lm-eval's results lack the key (checked again after the run)."""
+    results = {"results": {"world_general": {"alias": "world_general", "acc,none": 0.5, "acc_stderr,none": 0.1}}}
+    with pytest.raises(MetricError) as err:
+        evaluation._leaf_summary("world_general", None, results, None, "acc_norm,none", "general", "world_general")
+    assert "dimension 'general', task 'world_general': metric 'acc_norm,none'" in str(err.value)
+    assert str(err.value).endswith("lm-eval returned: acc,none")
+
+
+# ----------------------------------------------------------------- code execution
+
+
+def test_world_code_exec_needs_the_opt_in(world, optional_tasks):
+    assert evaluation.executes_code("world_code_exec") and not evaluation.executes_code("world_code")
+    with pytest.raises(TaskConfigError, match=r"\['world_code_exec'\] execute model-written code"):
+        evaluate(world["model"], ["world_code_exec"], task_dir=TASK_DIR, data_root=world["root"])
+
+
+def test_world_code_exec_runs_the_completions(world, optional_tasks, monkeypatch):
+    """Through lm-eval with a fake model: equivalent bodies pass, wrong ones fail, each item scored."""
+    import lm_eval.models.huggingface as hf
+
+    monkeypatch.delenv("HF_ALLOW_CODE_EVAL", raising=False)
+    docs = optional_tasks["world_code_exec"]
+    bodies = [" x + {k}", " {k} + x", " (x + {k})", " x - {k}", " x +"]
+    gens = {d["prompt"]: bodies[k % len(bodies)].format(k=k) for k, d in enumerate(docs)}
+    monkeypatch.setattr(hf, "HFLM", _fake_lm_class(gens, {}))
+    res = evaluate("fake-model", ["world_code_exec"], task_dir=TASK_DIR, data_root=world["root"],
+                   allow_code_execution=True)
+    summary = res["tasks"]["world_code_exec"]
+    expected = [float(k % len(bodies) < 3 or k == 0) for k in range(len(docs))]  # x - 0 is right too
+    assert [r["score"] for r in res["items"]] == expected
+    assert summary["metric"] == "pass@1,none" and summary["score"] == pytest.approx(sum(expected) / len(expected))
+    assert summary["higher_is_better"] is True and summary["aggregation"] == "mean" and summary["chance"] == 0.0
+    assert "HF_ALLOW_CODE_EVAL" not in os.environ  # set only while the task ran
+
+
+def test_world_code_exec_on_tiny_models(world, optional_tasks, fit_model):
+    for model, floor in ((world["model"], 0.0), (fit_model, 0.8)):
+        res = evaluate(model, ["world_code_exec"], task_dir=TASK_DIR, data_root=world["root"], allow_code_execution=True)
+        summary = res["tasks"]["world_code_exec"]
+        scores = [r["score"] for r in res["items"]]
+        assert len(scores) == summary["n"] == N_DOCS["world_code"] and set(scores) <= {0.0, 1.0}
+        assert 0.0 <= summary["score"] <= 1.0 and summary["score"] == pytest.approx(sum(scores) / len(scores))
+        assert summary["score"] >= floor  # the fitted model writes working functions
+
+
+# ----------------------------------------------------------------- perplexity
+
+
+@pytest.mark.parametrize("metric, unit", [(None, "words"), ("byte_perplexity,none", "bytes")])
+def test_perplexity_items_reproduce_lm_eval(world, optional_tasks, metric, unit):
+    """score = an item's total log-likelihood, weight = its words (bytes): exp(-sum/sum) is lm-eval's score."""
+    res = evaluate(
+        world["model"], ["world_perplexity"], task_dir=TASK_DIR, data_root=world["root"], batch_size=8,
+        metric={"world_perplexity": metric} if metric else None,
+    )
+    summary, items = res["tasks"]["world_perplexity"], res["items"]
+    assert summary["metric"] == (metric or "word_perplexity,none")
+    assert summary["aggregation"] == "perplexity" and summary["higher_is_better"] is False
+    assert summary["chance"] is None and summary["output_type"] == "loglikelihood_rolling"
+    texts = [d["text"] for d in optional_tasks["world_perplexity"]]
+    assert summary["n"] == len(items) == len(texts)
+    count = (lambda t: len(re.split(r"\s+", t))) if unit == "words" else (lambda t: len(t.encode()))
+    assert [r["weight"] for r in items] == [count(t) for t in texts]
+    assert all(r["score"] < 0 for r in items)
+    pooled = math.exp(-sum(r["score"] for r in items) / sum(r["weight"] for r in items))
+    assert pooled == pytest.approx(summary["score"], rel=1e-9) and summary["score"] > 1
+    json.dumps(res, allow_nan=False)
+
+
+def test_perplexity_group_pools_its_items():
+    leaves = {
+        "a": {"metric": "word_perplexity,none", "score": 10.0, "chance": None, "n": 1, "output_type": "loglikelihood_rolling",
+              "higher_is_better": False, "aggregation": "perplexity"},
+        "b": {"metric": "word_perplexity,none", "score": 2.0, "chance": None, "n": 1, "output_type": "loglikelihood_rolling",
+              "higher_is_better": False, "aggregation": "perplexity"},
+    }
+    items = [{"score": -math.log(10.0) * 3, "weight": 3.0}, {"score": -math.log(2.0) * 1, "weight": 1.0}]
+    summary = evaluation._group_summary("g", leaves, {"results": {}}, items)
+    assert summary["score"] == pytest.approx(math.exp((3 * math.log(10) + math.log(2)) / 4))
+    assert summary["aggregation"] == "perplexity" and summary["higher_is_better"] is False and summary["chance"] is None
+    mixed = {**leaves, "c": {**leaves["a"], "aggregation": "mean"}}
+    with pytest.raises(MetricError, match="mix mean and perplexity"):
+        evaluation._group_summary("g", mixed, {"results": {}}, items)
