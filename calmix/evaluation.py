@@ -400,6 +400,9 @@ def evaluate(
             f"lm-eval tasks {unsafe} execute model-written code; pass allow_code_execution=True "
             "(config: evaluation.allow_code_execution: true) only where running untrusted code is acceptable"
         )
+    if unsafe:
+        log.warning("code execution: tasks %s run the code the model writes (evaluation.allow_code_execution "
+                    "is true)", unsafe)
     from calmix.hub import model_folder
 
     model_path_str = str(model_folder(model_path))

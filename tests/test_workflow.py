@@ -5,6 +5,7 @@ Each workflow runs in its own temporary working directory (--directory), so resu
 
 import collections
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -25,10 +26,10 @@ pytestmark = pytest.mark.workflow
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
     if configfile is not None:
-        cmd += ["--configfile", str(configfile)]
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=workdir)
+        cmd += ["--configfile", str(configfile)]  # last: it takes every value that follows it
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
 
 
 def planned_jobs(output: str) -> list[tuple[str, str]]:
@@ -99,8 +100,12 @@ BAD_CONFIGS = {
         "models.llama.revision",
     ),
     "code-executing task without the opt-in": (
-        lambda c: c["evaluation"]["dimensions"]["code"].update(tasks=["mbpp"]),
+        lambda c: c["evaluation"]["dimensions"].update(code={"tasks": ["mbpp"]}),
         "evaluation.dimensions.code.tasks[0]",
+    ),
+    "world code-executing task without the opt-in": (
+        lambda c: c["evaluation"]["dimensions"].update(code={"tasks": ["world_code", "world_code_exec"]}),
+        "evaluation.dimensions.code.tasks[1]",
     ),
     "dimension with no task": (
         lambda c: c["evaluation"]["dimensions"].update(math={"tasks": []}),
@@ -142,7 +147,7 @@ def test_tiny_run_writes_the_report_and_every_log(tiny_runs):
     assert "Retention" in report and "Spearman" in report
     for png in PLOTS:
         assert (workdir / "results" / "plots" / png).read_bytes()[:4] == b"\x89PNG"
-    assert sorted(p.name for p in (workdir / "results" / "plots" / "scatter").iterdir()) == [
+    assert sorted(p.name for p in (workdir / "results" / "plots" / "scatter").glob("*.png")) == [
         "world_sparsegpt_0.5.png", "world_wanda_0.5.png"]  # magnitude has one set: no correlations
     assert "step 30/30" in (workdir / "logs" / "train_world_model" / "world.log").read_text()
     assert "layer 2/2" in next((workdir / "logs" / "prune").rglob("*.log")).read_text()
@@ -160,11 +165,14 @@ def test_every_retention_figure_and_rho_has_an_interval(tiny_runs):
         assert not finite.empty and np.isfinite(finite[[f"{value}_low", f"{value}_high"]]).all().all()
         assert (finite[f"{value}_low"] <= finite[f"{value}_high"]).all()
     assert np.isfinite(calibrated.retention_sd).all()
+    perplexity = calibrated[calibrated.name == "perplexity"]
+    assert (perplexity.retention_high > perplexity.retention_low).all()  # items and seeds both vary
     per_checkpoint = pd.read_parquet(tables / "retention.parquet")
     assert np.isfinite(per_checkpoint[["retention_low", "retention_high"]]).all().all()
     corr = pd.read_parquet(tables / "correlations.parquet")
     defined = corr[np.isfinite(corr.rho)]
-    assert not defined.empty and np.isfinite(defined[["rho_low", "rho_high"]]).all().all()
+    assert set(defined.dimension) == {"perplexity", "total"}  # general is at chance, constant
+    assert np.isfinite(defined[["rho_low", "rho_high"]]).all().all()
     assert (defined.rho_low <= defined.rho_high).all()
     text = (tiny_runs[0] / "results" / "report.md").read_text()
     row = summary[(summary.method == "sparsegpt") & (summary.calib == "web") & (summary.level == "total")].iloc[0]
@@ -184,6 +192,22 @@ def test_html_report_builds_offline_with_every_category_and_plot(tiny_runs, tmp_
     for caption in ("Benjamini-Hochberg", "two-stage percentile bootstrap", "Capability profile"):
         assert caption in text, caption
     assert not re.search(r"<(?:script|link|img)[^>]+(?:src|href)=[\"']https?://", text)  # self-contained
+
+
+def test_code_executing_task_runs_as_a_job_with_the_opt_in(tiny_runs, tmp_path):
+    workdir = tmp_path / "code"
+    shutil.copytree(tiny_runs[0], workdir, symlinks=True)
+    config = yaml.safe_load(TINY.read_text())
+    config["evaluation"]["dimensions"]["code"] = {"tasks": ["world_code_exec"]}
+    config["evaluation"]["allow_code_execution"] = True
+    target = "results/eval/world/dense/code.json"
+    result = snakemake(workdir, target, configfile=write_config(tmp_path / "code.yaml", config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    entry = json.loads((workdir / target).read_text())["tasks"]["world_code_exec"]
+    assert entry["metric"] == "pass@1,none" and 0.0 <= entry["score"] <= 1.0
+    items = pd.read_parquet(workdir / "results/eval/world/dense/code.items.parquet")
+    assert len(items) == entry["n"] and items.score.isin([0.0, 1.0]).all()
+    assert "code execution" in (workdir / "logs/evaluate_dense/world/code.log").read_text().lower()
 
 
 def test_two_runs_give_identical_shards_metrics_and_pruned_weights(tiny_runs):
