@@ -99,14 +99,16 @@ def _interval_table(table: pd.DataFrame, seeds: pd.Series) -> pd.DataFrame:
     return shown
 
 
-def _glance(tables: dict[tuple, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (model, method, sparsity): mean retention per dimension and total, best and worst set."""
+def _glance(settings: pd.DataFrame, tables: dict[tuple, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (model, method, sparsity): retention per dimension and total as the mean over sets
+    with its interval, and the best and worst set by total retention."""
     rows = []
-    for key, table in tables.items():
-        means = table["mean"]
-        row = {"setting": group_title(key), "sets": str(len(table))}
-        row.update({col: _pct(means[col].mean(skipna=False)) for col in means.columns})
-        ranked = means[TOTAL].dropna()
+    levels = settings[settings["level"].isin(["dimension", TOTAL])]
+    for key, g in levels.groupby(GROUP, sort=False, dropna=False):
+        row = {"setting": group_title(key), "sets": str(int(g["sets"].iat[0]))}
+        row.update({r.name: _pct_interval(100 * r.retention, 100 * r.retention_low, 100 * r.retention_high)
+                    for r in g.itertuples()})
+        ranked = tables[key][("mean", TOTAL)].dropna() if key in tables else pd.Series(dtype=float)
         row["best"] = f"{ranked.idxmax()} {_pct(ranked.max())}" if len(ranked) else "n/a"
         row["worst"] = f"{ranked.idxmin()} {_pct(ranked.min())}" if len(ranked) else "n/a"
         rows.append(row)
@@ -129,7 +131,7 @@ def _best_worst(table: pd.DataFrame) -> pd.DataFrame:
                                        "spread (points)"])
 
 
-def write_markdown(summary: pd.DataFrame, retention: pd.DataFrame, corr: pd.DataFrame,
+def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.DataFrame, corr: pd.DataFrame,
                    metrics: pd.DataFrame, path: str | os.PathLike, *, title: str = "calmix report",
                    notes: Sequence[str] = ()) -> Path:
     """Write results/report.md atomically.
@@ -161,8 +163,8 @@ def write_markdown(summary: pd.DataFrame, retention: pd.DataFrame, corr: pd.Data
     if plain:
         out += ["## Methods at a glance", "",
                 "Retention (%) per pruning setting: mean over calibration sets (each the mean over its "
-                "seeds), and the best and worst set by total retention.", "",
-                _to_markdown(_glance(plain)), ""]
+                "seeds) [95% interval], and the best and worst set by total retention.", "",
+                _to_markdown(_glance(settings, plain)), ""]
     seeds = summary[summary["level"] == TOTAL].set_index([*GROUP, "calib"])["seeds"]
     corr_groups = {k: g for k, g in corr.groupby(GROUP, sort=False, dropna=False)}
     for key, table in plain.items():

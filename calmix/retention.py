@@ -18,6 +18,8 @@ Intervals come from the per-item scores every evaluation keeps (``.items.parquet
 - Over seeds: a two-stage bootstrap. Each resample draws the seeds of a calibration set with
   replacement and, inside each, uses the same item resample, so the interval carries both the
   calibration seed's noise and the evaluation items' noise. With one seed it equals the item interval.
+- Over calibration sets (a method at a glance): the mean of the sets' over-seeds draws, resample by
+  resample, so the shared items are drawn once for all sets.
 
 Draws are keyed by (seed, task) and (seed, calibration set), so adding a source to a study does not
 move any other source's interval.
@@ -51,6 +53,11 @@ RETENTION_COLUMNS = [
     "score", "dense_score", "chance", "retention", "chance_adjusted",
 ]
 INTERVAL_COLUMNS = ["retention_low", "retention_high", "chance_adjusted_low", "chance_adjusted_high"]
+SETTING_COLUMNS = [
+    *GROUP, "level", "name", "dimension", "sets",
+    "retention", "retention_low", "retention_high",
+    "chance_adjusted", "chance_adjusted_low", "chance_adjusted_high",
+]
 SUMMARY_COLUMNS = [
     *SET, "level", "name", "dimension", "seeds",
     "retention", "retention_sd", "retention_low", "retention_high",
@@ -353,14 +360,16 @@ def _item_draws(records: list[dict], boot: Bootstrap) -> _Draws:
 
 
 def retention_with_intervals(records: list[dict], boot: Bootstrap = Bootstrap()
-                             ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-checkpoint table, over-seeds summary), both with percentile bootstrap intervals.
+                             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(per checkpoint, over seeds, over calibration sets), all with percentile bootstrap intervals.
 
     The per-checkpoint table is :func:`retention_table` plus ``retention_low/high`` and
-    ``chance_adjusted_low/high`` from the item bootstrap. The summary has one row per
+    ``chance_adjusted_low/high`` from the item bootstrap. The over-seeds table has one row per
     (model, method, sparsity, calib, level, name): the mean over seeds, its standard deviation over
     seeds (NaN with one seed), the number of seeds and the two-stage (seeds, then items) interval.
-    Records need their items (``load_eval_records(..., items=True)``).
+    The over-sets table has one row per (model, method, sparsity, level, name): the mean over
+    calibration sets of their over-seeds means, with its interval. Records need their items
+    (``load_eval_records(..., items=True)``).
     """
     table = retention_table(records)
     draws = _item_draws(records, boot)
@@ -368,11 +377,15 @@ def retention_with_intervals(records: list[dict], boot: Bootstrap = Bootstrap()
     for value in VALUES:
         stacked = np.stack([draws.draws[value][k] for k in keys]) if keys else np.empty((0, boot.resamples))
         table[f"{value}_low"], table[f"{value}_high"] = percentile_interval(stacked, boot.confidence)
-    return table, _summarise_seeds(table, draws, boot)
+    summary, mixed = _summarise_seeds(table, draws, boot)
+    return table, summary, _summarise_sets(summary, mixed, boot)
 
 
-def _summarise_seeds(table: pd.DataFrame, draws: _Draws, boot: Bootstrap) -> pd.DataFrame:
+def _summarise_seeds(table: pd.DataFrame, draws: _Draws, boot: Bootstrap
+                     ) -> tuple[pd.DataFrame, dict[str, dict[tuple, np.ndarray]]]:
+    """The over-seeds table, and each of its rows' two-stage draws keyed by (SET..., level, name)."""
     rows = []
+    mixed_draws: dict[str, dict[tuple, np.ndarray]] = {value: {} for value in VALUES}
     for set_key, g in table.groupby(SET, sort=False, dropna=False):
         picks: dict[tuple, np.ndarray] = {}  # one seed draw per set of seeds, shared by the set's rows
         for (level, name), h in g.groupby(["level", "name"], sort=False, dropna=False):
@@ -385,6 +398,7 @@ def _summarise_seeds(table: pd.DataFrame, draws: _Draws, boot: Bootstrap) -> pd.
             for value in VALUES:
                 per_seed = np.stack([draws.draws[value][((*set_key, s), level, name)] for s in seeds])
                 mixed = per_seed[picks[seeds], np.arange(boot.resamples)[:, None]].mean(axis=1)
+                mixed_draws[value][(*set_key, level, name)] = mixed
                 low, high = percentile_interval(mixed[None, :], boot.confidence)
                 row.update({value: h[value].mean(skipna=False),
                             f"{value}_sd": h[value].std(ddof=1) if len(h) > 1 else math.nan,
@@ -394,4 +408,19 @@ def _summarise_seeds(table: pd.DataFrame, draws: _Draws, boot: Bootstrap) -> pd.
     for col in SUMMARY_COLUMNS[SUMMARY_COLUMNS.index("retention"):]:
         summary[col] = summary[col].astype(float)
     summary["seeds"] = summary["seeds"].astype(int)
-    return summary
+    return summary, mixed_draws
+
+
+def _summarise_sets(summary: pd.DataFrame, mixed: dict[str, dict[tuple, np.ndarray]], boot: Bootstrap
+                    ) -> pd.DataFrame:
+    rows = []
+    for key, g in summary.groupby([*GROUP, "level", "name"], sort=False, dropna=False):
+        row = dict(zip([*GROUP, "level", "name"], key), dimension=g["dimension"].iat[0], sets=len(g))
+        for value in VALUES:
+            stacked = np.stack([mixed[value][(*key[:3], calib, *key[3:])] for calib in g["calib"]])
+            low, high = percentile_interval(stacked.mean(axis=0)[None, :], boot.confidence)
+            row.update({value: g[value].mean(skipna=False), f"{value}_low": low[0], f"{value}_high": high[0]})
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=SETTING_COLUMNS)
+    out["sets"] = out["sets"].astype(int)
+    return out

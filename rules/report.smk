@@ -23,6 +23,13 @@ rule retention:
             labels={"table": "retention over seeds (seed and item intervals)"},
         ),
         summary_parquet="results/tables/retention_summary.parquet",
+        settings=report(
+            "results/tables/retention_settings.csv",
+            caption="../report/retention_settings.rst",
+            category="Retention",
+            labels={"table": "retention per pruning setting (mean over sets)"},
+        ),
+        settings_parquet="results/tables/retention_settings.parquet",
     params:
         bootstrap=config["report"]["bootstrap"],
     conda:
@@ -61,6 +68,7 @@ rule report:
         metrics="results/tables/metrics.parquet",
         retention="results/tables/retention.parquet",
         summary="results/tables/retention_summary.parquet",
+        settings="results/tables/retention_settings.parquet",
         correlations="results/tables/correlations.parquet",
     output:
         md="results/report.md",

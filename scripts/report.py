@@ -16,11 +16,11 @@ plots.plot_profile(tables["summary"], out.profile)
 provenance = [
     "Scores: results/eval/<model>/dense|<method>/<target>/<calib>/seed<seed>/<dimension>.json, per-item "
     "scores beside them in .items.parquet (lm-eval via calmix.evaluation).",
-    "Retention: results/tables/retention.csv (per checkpoint) and retention_summary.csv (over seeds), "
-    "calmix.retention.",
+    "Retention: results/tables/retention.csv (per checkpoint), retention_summary.csv (over seeds) and "
+    "retention_settings.csv (over calibration sets), calmix.retention.",
     "Correlations: results/tables/correlations.csv (calmix.correlation).",
     "OIT metrics: results/tables/metrics.csv (calmix.metrics, on the windows in results/shards/).",
     "Figures: results/plots/ (calmix.plots); the full HTML report: snakemake --report results/report.html.",
 ]
-write_markdown(tables["summary"], tables["retention"], tables["correlations"], tables["metrics"], out.md,
+write_markdown(tables["summary"], tables["settings"], tables["retention"], tables["correlations"], tables["metrics"], out.md,
                title=snakemake.params.title, notes=provenance)

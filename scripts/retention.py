@@ -9,8 +9,9 @@ from calmix.retention import Bootstrap, load_eval_records, retention_with_interv
 setup_logging(snakemake.log[0])
 boot = Bootstrap(**snakemake.params.bootstrap)
 records = load_eval_records([*snakemake.input.dense, *snakemake.input.pruned], items=True)
-per_checkpoint, summary = retention_with_intervals(records, boot)
+per_checkpoint, summary, settings = retention_with_intervals(records, boot)
 logging.info("%d eval records, %s: %d rows per checkpoint, %d over seeds", len(records), boot,
              len(per_checkpoint), len(summary))
 write_table(per_checkpoint, snakemake.output.per_checkpoint.removesuffix(".csv"))
 write_table(summary, snakemake.output.summary.removesuffix(".csv"))
+write_table(settings, snakemake.output.settings.removesuffix(".csv"))

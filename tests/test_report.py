@@ -104,8 +104,18 @@ def retention() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def summary() -> pd.DataFrame:
-    return rt.retention_with_intervals(make_records(), rt.Bootstrap(resamples=500))[1]
+def tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return rt.retention_with_intervals(make_records(), rt.Bootstrap(resamples=500))
+
+
+@pytest.fixture
+def summary(tables) -> pd.DataFrame:
+    return tables[1]
+
+
+@pytest.fixture
+def settings(tables) -> pd.DataFrame:
+    return tables[2]
 
 
 def value(table: pd.DataFrame, calib: str, seed: int, level: str, name: str,
@@ -359,8 +369,8 @@ def cells_of(section: str, first: str) -> list[str]:
     return [x.strip() for x in line.split("|")[1:-1]]
 
 
-def test_markdown_contents(tmp_path, retention, summary):
-    path = report.write_markdown(summary, retention, hand_corr(), make_metrics(), tmp_path / "report.md",
+def test_markdown_contents(tmp_path, retention, summary, settings):
+    path = report.write_markdown(summary, settings, retention, hand_corr(), make_metrics(), tmp_path / "report.md",
                                  title="test report", notes=["built-in world"])
     text = path.read_text()
     assert text.startswith("# test report\n")
@@ -400,30 +410,32 @@ def test_markdown_contents(tmp_path, retention, summary):
     assert "perplexity" in text and "ngram4_aggregation" in text
     assert "| 11 " in text or "| 11  " in text or " 11 |" in text   # A: mean(10, 12)
     # deterministic
-    again = report.write_markdown(summary, retention, hand_corr(), make_metrics(), tmp_path / "again.md",
+    again = report.write_markdown(summary, settings, retention, hand_corr(), make_metrics(), tmp_path / "again.md",
                                   title="test report", notes=["built-in world"])
     assert again.read_text() == text
 
 
-def test_markdown_no_opposite_sign(tmp_path, retention, summary):
+def test_markdown_no_opposite_sign(tmp_path, retention, summary, settings):
     corr = hand_corr()
     corr = corr[corr.metric == "entropy"]
-    text = report.write_markdown(summary, retention, corr, make_metrics(), tmp_path / "r.md").read_text()
+    text = report.write_markdown(summary, settings, retention, corr, make_metrics(), tmp_path / "r.md").read_text()
     assert "Opposite-sign pairs (q < 0.05): none." in text
 
 
-def test_markdown_from_real_correlations(tmp_path, retention, summary):
+def test_markdown_from_real_correlations(tmp_path, retention, summary, settings):
     corr = cr.correlation_table(make_metrics(), retention)
-    text = report.write_markdown(summary, retention, corr, make_metrics(), tmp_path / "r.md").read_text()
+    text = report.write_markdown(summary, settings, retention, corr, make_metrics(), tmp_path / "r.md").read_text()
     assert "+1.00 [" in text and "(p=0.083, q=" in text and "Opposite-sign pairs (q < 0.05): none." in text
     assert "n/a" in text   # the constant metric
 
 
-def test_markdown_methods_at_a_glance(tmp_path, retention, summary):
-    text = report.write_markdown(summary, retention, hand_corr(), make_metrics(), tmp_path / "r.md").read_text()
+def test_markdown_methods_at_a_glance(tmp_path, retention, summary, settings):
+    text = report.write_markdown(summary, settings, retention, hand_corr(), make_metrics(), tmp_path / "r.md").read_text()
     section = text.split("## Methods at a glance")[1].split("\n## ")[0]
     for key, table in pl.set_tables(summary).items():
         total = table[("mean", "total")]
         row = next(line for line in section.splitlines() if pl.group_title(key) in line)
-        assert f" {total.mean():.1f} " in row
+        over_sets = settings[settings.level == "total"].iloc[0]
+        assert over_sets.retention * 100 == pytest.approx(total.mean())
+        assert f" {total.mean():.1f} [{100 * over_sets.retention_low:.1f}, {100 * over_sets.retention_high:.1f}] " in row
         assert f"{total.idxmax()} {total.max():.1f}" in row and f"{total.idxmin()} {total.min():.1f}" in row
