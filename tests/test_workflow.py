@@ -186,8 +186,8 @@ def test_html_report_builds_offline_with_every_category_and_plot(tiny_runs, tmp_
     text = html.read_text()
     for category in ("Metrics", "Retention", "Correlations"):
         assert f'"{category}"' in text or f"'{category}'" in text or f">{category}<" in text, category
-    for name in [*(Path(p).name for p in PLOTS), "metrics.csv", "retention.csv", "retention_summary.csv",
-                 "correlations.csv"]:
+    tables = ["metrics.csv", "retention.csv", "retention_summary.csv", "retention_settings.csv", "correlations.csv"]
+    for name in [*(Path(p).name for p in PLOTS), *tables]:
         assert name in text, name
     for caption in ("Benjamini-Hochberg", "two-stage percentile bootstrap", "Capability profile"):
         assert caption in text, caption
