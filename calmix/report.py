@@ -38,8 +38,10 @@ DEFINITIONS = [
     "re-pairings) for n <= 9, else scipy's t approximation (column p_method). q is the Benjamini-Hochberg "
     "adjusted p over the whole metric x dimension grid of that (model, method, sparsity). The bracket is "
     "a 95% percentile bootstrap interval over seeds (each source's seeds drawn with replacement, a "
-    "seed's metric and retention kept together); it needs two or more seeds. '*' and the opposite-sign "
-    "pairs use q < 0.05.",
+    "seed's metric and retention kept together); it needs two or more seeds. It shows how far rho moves "
+    "with the calibration draw, not the uncertainty from having these n sources (that is p's job), and as "
+    "a percentile interval of a resampled rank statistic it need not be centred on rho. '*' and the "
+    "opposite-sign pairs use q < 0.05.",
 ]
 
 
