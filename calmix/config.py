@@ -101,6 +101,19 @@ def _check_semantics(config: dict, workdir: Path) -> None:
             template_fields(spec.get("template", "{text}"))
         except ValueError as e:
             raise ConfigError(f"config key '{where}.template': not a valid str.format template: {e}") from None
+    sources = list(config["calibration"]["sources"])
+    for key, spec in config["calibration"]["builders"].items():
+        where = f"calibration.builders.{key}"
+        if key in sources:
+            raise ConfigError(f"config key '{where}': {key!r} is also a source; a builder needs a name of its own")
+        if spec["kind"] == "mix":
+            named = spec.get("sources") or []
+            unknown = [s for s in named if s not in sources]
+            if unknown:
+                raise ConfigError(
+                    f"config key '{where}.sources': {unknown} are not calibration sources. "
+                    f"Choose from: {', '.join(sources)}"
+                )
     for key, spec in config["models"].items():
         if spec["kind"] == "local" and not (workdir / spec["path"] / "config.json").is_file():
             raise ConfigError(

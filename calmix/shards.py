@@ -211,14 +211,7 @@ def build_shard(
         )
     except ShardError as e:
         raise ShardError(f"source {source!r}: {e}") from None
-    table = pa.table({
-        "window": pa.array(np.arange(nsamples, dtype=np.int32)),
-        "input_ids": pa.array(list(windows.astype(np.int32)), pa.list_(pa.int32())),
-    })
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    manifest = {
+    manifest = write_shard(windows, path, {
         "source": source,
         "spec": spec,
         "seed": seed,
@@ -233,10 +226,24 @@ def build_shard(
         "tokenizer_sha256": tokenizer_sha256,
         "windows": spans,
         "record_ids": [[record_ids[d] if d >= 0 else None for d, _, _ in s] for s in spans],
-        "sha256": sha256_file(path),
-    }
-    write_json(manifest_path(path), manifest)
+    })
     log.info("%s: %d windows x %d tokens (%s, %s, bos %s) -> %s", source, nsamples, seqlen, sampling, placement, bos, path)
+    return manifest
+
+
+def write_shard(windows: np.ndarray, path: str | Path, manifest: dict) -> dict:
+    """Write windows [nsamples, seqlen] as a shard (parquet) and its manifest (.json), both atomically;
+    the manifest gains the shard's sha256. Every kind of calibration set ends here, so downstream
+    rules read one format."""
+    table = pa.table({
+        "window": pa.array(np.arange(len(windows), dtype=np.int32)),
+        "input_ids": pa.array(list(np.asarray(windows).astype(np.int32)), pa.list_(pa.int32())),
+    })
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    manifest = {**manifest, "sha256": sha256_file(path)}
+    write_json(manifest_path(path), manifest)
     return manifest
 
 

@@ -1,5 +1,5 @@
 # Calibration data: raw corpora per source (model-independent, fetched once), token ids per model
-# and source, then one shard of windows per seed.
+# and source, then one shard of windows per seed; built sets (mixes) make shards of the same form.
 
 
 rule corpus:
@@ -37,6 +37,8 @@ rule tokenize:
 rule shard:
     input:
         "results/tokens/{model}/{calib}.parquet",
+    wildcard_constraints:
+        calib=one_of(SOURCES),
     output:
         shard="results/shards/{model}/{calib}/seed{seed}.parquet",
         manifest="results/shards/{model}/{calib}/seed{seed}.json",
@@ -51,3 +53,23 @@ rule shard:
         "logs/shard/{model}/{calib}/seed{seed}.log",
     script:
         "../scripts/shard.py"
+
+
+rule mix:
+    input:
+        unpack(mix_shards),
+    output:
+        shard="results/shards/{model}/{calib}/seed{seed}.parquet",
+        manifest="results/shards/{model}/{calib}/seed{seed}.json",
+    wildcard_constraints:
+        calib=one_of(MIXES),
+    params:
+        spec=builder_spec,
+        nsamples=config["calibration"]["nsamples"],
+        seqlen=config["calibration"]["seqlen"],
+    conda:
+        "../envs/calmix.yaml"
+    log:
+        "logs/mix/{model}/{calib}/seed{seed}.log",
+    script:
+        "../scripts/mix.py"

@@ -21,6 +21,9 @@ if "HF_HUB_OFFLINE" not in os.environ:
 
 MODELS = list(config["models"])
 SOURCES = list(config["calibration"]["sources"])
+BUILDERS = config["calibration"]["builders"]
+MIXES = [name for name, spec in BUILDERS.items() if spec["kind"] == "mix"]
+CALIBS = SOURCES + list(BUILDERS)  # every calibration set: single sources, then built sets
 SEEDS = config["calibration"]["seeds"]
 METHODS = config["pruning"]["methods"]
 DATA_FREE = {"magnitude"}  # methods that use no calibration data: one checkpoint, calib "none"
@@ -81,6 +84,24 @@ def source_files(wildcards):
     return [str(p) for p in local_files(spec["path"])]
 
 
+def builder_spec(wildcards):
+    """Only this builder's slice of the config, with its effective sources and weights for a mix."""
+    spec = dict(BUILDERS[wildcards.calib])
+    if spec["kind"] == "mix":
+        from calmix.mix import mix_weights
+
+        spec["weights"] = mix_weights(spec.pop("sources", None), SOURCES)
+    return spec
+
+
+def mix_shards(wildcards):
+    """The shards a mix draws from: its sources' shards of the same model and seed."""
+    return {
+        source: f"results/shards/{wildcards.model}/{source}/seed{wildcards.seed}.parquet"
+        for source in builder_spec(wildcards)["weights"]
+    }
+
+
 def sampling_of(wildcards):
     """The source's sampling mode and BOS policy (its own, else the calibration defaults)."""
     spec, calibration = source_spec(wildcards), config["calibration"]
@@ -139,7 +160,7 @@ def calibrations(method):
     """(calibration set, seed) pairs a method is pruned with; data-free methods get one, 'none'."""
     if method in DATA_FREE:
         return [("none", 0)]
-    return [(calib, seed) for calib in SOURCES for seed in SEEDS]
+    return [(calib, seed) for calib in CALIBS for seed in SEEDS]
 
 
 def pruning_inputs(wildcards):

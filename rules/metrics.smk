@@ -22,7 +22,7 @@ rule metrics:
 
 rule metric_table:
     input:
-        expand("results/metrics/{model}/{calib}/seed{seed}.json", model=MODELS, calib=SOURCES, seed=SEEDS),
+        expand("results/metrics/{model}/{calib}/seed{seed}.json", model=MODELS, calib=CALIBS, seed=SEEDS),
     output:
         csv=report(
             "results/tables/metrics.csv",

@@ -63,6 +63,11 @@ def test_shipped_config_is_valid():
          "evaluation.dimensions.g.metric.world_general", "does not match"),
         ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "metric": {"world_code": "acc,none"}}}},
          "evaluation.dimensions.g.metric.world_code", "not a task of this dimension"),
+        ({"calibration__builders": {"web": {"kind": "mix"}}}, "calibration.builders.web", "also a source"),
+        ({"calibration__builders": {"m": {"kind": "mix", "sources": ["web", "poetry"]}}},
+         "calibration.builders.m.sources", "not calibration sources"),
+        ({"calibration__builders": {"m": {"kind": "mix", "sources": {"web": 0}}}}, "calibration.builders.m.sources", ""),
+        ({"calibration__builders": {"m": {"kind": "blend"}}}, "calibration.builders.m.kind", "is not one of"),
     ],
 )
 def test_bad_config_names_the_key(edits, key, words):

@@ -253,3 +253,28 @@ def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_runs, tmp
     ])
     planned = [job for job in planned_jobs(result.stdout) if job[0] != "all"]
     assert planned == expected
+
+
+def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_runs, tmp_path):
+    workdir = tmp_path / "mixed"
+    shutil.copytree(tiny_runs[0], workdir, symlinks=True)
+    config = yaml.safe_load(TINY.read_text())
+    config["calibration"]["builders"] = {"mix": {"kind": "mix"}}
+    result = snakemake(workdir, "-n", configfile=write_config(tmp_path / "mixed.yaml", config))
+    assert result.returncode == 0, result.stderr
+    dims = list(config["evaluation"]["dimensions"])
+    sparsity = config["pruning"]["sparsities"][0]
+    seeds = config["calibration"]["seeds"]
+    calibrated = [m for m in config["pruning"]["methods"] if m != "magnitude"]
+    expected = sorted([
+        *[("mix", f"results/shards/world/mix/seed{s}.parquet") for s in seeds],
+        *[("metrics", f"results/metrics/world/mix/seed{s}.json") for s in seeds],
+        *[("prune", f"results/pruned/world/{m}/{sparsity}/mix/seed{s}") for m in calibrated for s in seeds],
+        *[("evaluate_pruned", f"results/eval/world/{m}/{sparsity}/mix/seed{s}/{d}.json")
+          for m in calibrated for s in seeds for d in dims],
+        ("metric_table", "results/tables/metrics.csv"),
+        ("retention", "results/tables/retention.csv"),
+        ("correlations", "results/tables/correlations.csv"),
+        ("report", "results/report.md"),
+    ])
+    assert [job for job in planned_jobs(result.stdout) if job[0] != "all"] == expected
