@@ -114,6 +114,10 @@ def _check_semantics(config: dict, workdir: Path) -> None:
                     f"config key '{where}.sources': {unknown} are not calibration sources. "
                     f"Choose from: {', '.join(sources)}"
                 )
+    baseline = config["report"]["baseline"]
+    if baseline is not None and baseline not in sources:
+        raise ConfigError(f"config key 'report.baseline': {baseline!r} is not a calibration source. "
+                          f"Choose from: {', '.join(sources)}")
     for key, spec in config["models"].items():
         if spec["kind"] == "local" and not (workdir / spec["path"] / "config.json").is_file():
             raise ConfigError(

@@ -204,3 +204,36 @@ def plot_scatters(corr: pd.DataFrame, metrics: pd.DataFrame, summary: pd.DataFra
             _save_png(fig, target)
             written.append(folder / target.name)
     return written
+
+
+def plot_comparisons(comparisons: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Horizontal bars: each comparison's difference in retention (points) per dimension and total,
+    with its paired bootstrap interval; one panel per (model, method, sparsity)."""
+    rows = comparisons[comparisons["level"].isin(["dimension", TOTAL])]
+    if rows.empty:
+        raise ValueError("comparisons table has no dimension rows; nothing to plot")
+    groups = list(rows.groupby(GROUP, sort=False, dropna=False))
+    n_rows = max(g["comparison"].nunique() for _, g in groups)
+    fig = _new_figure(8.5, (1.2 + 0.55 * n_rows) * len(groups))
+    axes = fig.subplots(len(groups), 1, squeeze=False)[:, 0]
+    palette = colormaps["tab10"]
+    for ax, (key, g) in zip(axes, groups):
+        labels = list(pd.unique(g["comparison"]))
+        names = list(pd.unique(g["name"]))
+        height = 0.8 / len(names)
+        y = np.arange(len(labels))
+        for k, name in enumerate(names):
+            part = g[g["name"] == name].set_index("comparison").reindex(labels)
+            diff = 100 * part["difference"].to_numpy(float)
+            err = 100 * np.nan_to_num(np.stack([part["difference"] - part["difference_low"],
+                                                part["difference_high"] - part["difference"]]), nan=0.0).clip(min=0)
+            ax.barh(y + (k - (len(names) - 1) / 2) * height, diff, height, xerr=err, label=name,
+                    color="0.25" if name == TOTAL else palette(k % 10), error_kw={"elinewidth": 0.7, "capsize": 1.5})
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("difference in retention (points)")
+        ax.set_title(group_title(key), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return _save_png(fig, path)

@@ -133,9 +133,24 @@ def _best_worst(table: pd.DataFrame) -> pd.DataFrame:
                                        "spread (points)"])
 
 
+def _comparison_table(g: pd.DataFrame) -> pd.DataFrame:
+    """Rows: comparisons; columns: dimensions and total; cells: difference in points [interval]."""
+    shown = g[g["level"].isin(["dimension", TOTAL])]
+    cells = shown.assign(cell=[
+        "n/a" if not np.isfinite(r.difference) else
+        f"{100 * r.difference:+.1f}" + (f" [{100 * r.difference_low:+.1f}, {100 * r.difference_high:+.1f}]"
+                                        if np.isfinite(r.difference_low) else "")
+        for r in shown.itertuples()])
+    grid = cells.pivot(index="comparison", columns="name", values="cell").reindex(
+        index=pd.unique(cells["comparison"]), columns=pd.unique(cells["name"]))
+    versus = cells.drop_duplicates("comparison").set_index("comparison")["versus"]
+    grid.insert(0, "versus", versus.reindex(grid.index))
+    return grid.rename_axis(None, axis=1).reset_index()
+
+
 def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.DataFrame, corr: pd.DataFrame,
                    metrics: pd.DataFrame, path: str | os.PathLike, *, title: str = "calmix report",
-                   notes: Sequence[str] = ()) -> Path:
+                   notes: Sequence[str] = (), comparisons: pd.DataFrame | None = None) -> Path:
     """Write results/report.md atomically.
 
     Sections: notes, definitions (as computed), dense scores per task, methods at a glance, then per
@@ -190,6 +205,13 @@ def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.
         out += [f"Across n = {n_text} calibration sources; rho [95% interval over seeds] (p, q).", "",
                 _to_markdown(grid.rename_axis(None, axis=1).reset_index()), "",
                 _opposite_sign_line(g), ""]
+
+    if comparisons is not None and not comparisons.empty:
+        out += ["## Built calibration sets against single sources", "",
+                "Difference in retention (points), built set minus the set it is compared with, mean over seeds "
+                "[95% paired bootstrap interval].", ""]
+        for key, g in comparisons.groupby(GROUP, sort=False, dropna=False):
+            out += [f"### {group_title(key)}", "", _to_markdown(_comparison_table(g)), ""]
 
     out += ["## OIT metrics of the calibration sets", "", "Mean over seeds.", ""]
     names = metric_columns(metrics)

@@ -20,6 +20,8 @@ Intervals come from the per-item scores every evaluation keeps (``.items.parquet
   calibration seed's noise and the evaluation items' noise. With one seed it equals the item interval.
 - Over calibration sets (a method at a glance): the mean of the sets' over-seeds draws, resample by
   resample, so the shared items are drawn once for all sets.
+- Differences between two calibration sets (a mix against the best single source, say): the
+  difference of their over-seeds draws, resample by resample: paired by item, independent by seed.
 
 Draws are keyed by (seed, task) and (seed, calibration set), so adding a source to a study does not
 move any other source's interval.
@@ -30,9 +32,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -57,6 +60,11 @@ SETTING_COLUMNS = [
     *GROUP, "level", "name", "dimension", "sets",
     "retention", "retention_low", "retention_high",
     "chance_adjusted", "chance_adjusted_low", "chance_adjusted_high",
+]
+COMPARISON_COLUMNS = [
+    *GROUP, "comparison", "calib", "versus", "level", "name", "dimension",
+    "difference", "difference_low", "difference_high",
+    "chance_adjusted_difference", "chance_adjusted_difference_low", "chance_adjusted_difference_high",
 ]
 SUMMARY_COLUMNS = [
     *SET, "level", "name", "dimension", "seeds",
@@ -359,17 +367,32 @@ def _item_draws(records: list[dict], boot: Bootstrap) -> _Draws:
     return out
 
 
-def retention_with_intervals(records: list[dict], boot: Bootstrap = Bootstrap()
-                             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(per checkpoint, over seeds, over calibration sets), all with percentile bootstrap intervals.
+class RetentionTables(NamedTuple):
+    """Everything the retention rule writes (results/tables/retention*.csv)."""
+
+    per_checkpoint: pd.DataFrame
+    over_seeds: pd.DataFrame
+    over_sets: pd.DataFrame
+    comparisons: pd.DataFrame
+
+
+#: Given one setting's over-seeds rows, the (calib, versus, label) pairs to compare.
+Comparisons = Callable[[pd.DataFrame], list[tuple[str, str, str]]]
+
+
+def retention_with_intervals(records: list[dict], boot: Bootstrap = Bootstrap(),
+                             comparisons: Comparisons | None = None) -> RetentionTables:
+    """Retention per checkpoint, over seeds, over calibration sets and as differences between sets,
+    all with percentile bootstrap intervals.
 
     The per-checkpoint table is :func:`retention_table` plus ``retention_low/high`` and
     ``chance_adjusted_low/high`` from the item bootstrap. The over-seeds table has one row per
     (model, method, sparsity, calib, level, name): the mean over seeds, its standard deviation over
     seeds (NaN with one seed), the number of seeds and the two-stage (seeds, then items) interval.
     The over-sets table has one row per (model, method, sparsity, level, name): the mean over
-    calibration sets of their over-seeds means, with its interval. Records need their items
-    (``load_eval_records(..., items=True)``).
+    calibration sets of their over-seeds means, with its interval. The comparisons table has the
+    differences (calib minus versus) for the pairs ``comparisons`` names per setting (see
+    :func:`builder_comparisons`). Records need their items (``load_eval_records(..., items=True)``).
     """
     table = retention_table(records)
     draws = _item_draws(records, boot)
@@ -378,7 +401,54 @@ def retention_with_intervals(records: list[dict], boot: Bootstrap = Bootstrap()
         stacked = np.stack([draws.draws[value][k] for k in keys]) if keys else np.empty((0, boot.resamples))
         table[f"{value}_low"], table[f"{value}_high"] = percentile_interval(stacked, boot.confidence)
     summary, mixed = _summarise_seeds(table, draws, boot)
-    return table, summary, _summarise_sets(summary, mixed, boot)
+    compared = _compare(summary, mixed, comparisons, boot) if comparisons else pd.DataFrame(columns=COMPARISON_COLUMNS)
+    return RetentionTables(table, summary, _summarise_sets(summary, mixed, boot), compared)
+
+
+def builder_comparisons(sources: Sequence[str], builders: dict[str, str], baseline: str | None) -> Comparisons:
+    """The comparisons of built calibration sets the report makes in every setting: each built set
+    against the best single source (by mean total retention over seeds) and against ``baseline`` (the
+    study's default source, C4-like); each IGSP set against each Self-Cal and SGS set."""
+
+    def pairs(group: pd.DataFrame) -> list[tuple[str, str, str]]:
+        present = set(group["calib"])
+        totals = group[(group["level"] == TOTAL) & group["calib"].isin(sources)].set_index("calib")["retention"]
+        totals = totals.dropna()
+        best = totals.idxmax() if len(totals) else None
+        out = []
+        for name in (b for b in builders if b in present):
+            if best is not None:
+                out.append((name, best, f"{name} vs best single source"))
+            if baseline in present and baseline != best:
+                out.append((name, baseline, f"{name} vs {baseline}"))
+        for name, kind in builders.items():
+            if kind == "igsp" and name in present:
+                out += [(name, other, f"{name} vs {other}") for other, k in builders.items()
+                        if k in ("selfcal", "sgs") and other in present]
+        return out
+
+    return pairs
+
+
+def _compare(summary: pd.DataFrame, mixed: dict[str, dict[tuple, np.ndarray]], comparisons: Comparisons,
+             boot: Bootstrap) -> pd.DataFrame:
+    rows = []
+    for key, group in summary.groupby(GROUP, sort=False, dropna=False):
+        for calib, versus, label in comparisons(group):
+            a = group[group["calib"] == calib].set_index(["level", "name"])
+            b = group[group["calib"] == versus].set_index(["level", "name"])
+            for (level, name), row in a.iterrows():
+                if (level, name) not in b.index:
+                    continue
+                out = dict(zip(GROUP, key), comparison=label, calib=calib, versus=versus, level=level, name=name,
+                           dimension=row["dimension"])
+                for value, column in (("retention", "difference"), ("chance_adjusted", "chance_adjusted_difference")):
+                    diff = mixed[value][(*key, calib, level, name)] - mixed[value][(*key, versus, level, name)]
+                    low, high = percentile_interval(diff[None, :], boot.confidence)
+                    out.update({column: row[value] - b.at[(level, name), value],
+                                f"{column}_low": low[0], f"{column}_high": high[0]})
+                rows.append(out)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def _summarise_seeds(table: pd.DataFrame, draws: _Draws, boot: Bootstrap

@@ -30,8 +30,22 @@ rule retention:
             labels={"table": "retention per pruning setting (mean over sets)"},
         ),
         settings_parquet="results/tables/retention_settings.parquet",
+        comparisons=(
+            report(
+                "results/tables/retention_comparisons.csv",
+                caption="../report/retention_comparisons.rst",
+                category="Mixes",
+                labels={"table": "built sets against single sources"},
+            )
+            if BUILDERS
+            else "results/tables/retention_comparisons.csv"
+        ),
+        comparisons_parquet="results/tables/retention_comparisons.parquet",
     params:
         bootstrap=config["report"]["bootstrap"],
+        sources=SOURCES,
+        builders={name: spec["kind"] for name, spec in BUILDERS.items()},
+        baseline=config["report"]["baseline"] or SOURCES[0],
     conda:
         "../envs/calmix.yaml"
     log:
@@ -69,6 +83,7 @@ rule report:
         retention="results/tables/retention.parquet",
         summary="results/tables/retention_summary.parquet",
         settings="results/tables/retention_settings.parquet",
+        comparisons="results/tables/retention_comparisons.parquet",
         correlations="results/tables/correlations.parquet",
     output:
         md="results/report.md",
@@ -96,6 +111,18 @@ rule report:
             caption="../report/profile.rst",
             category="Retention",
             labels={"figure": "capability profile"},
+        ),
+        **(
+            {
+                "builders": report(
+                    "results/plots/builders.png",
+                    caption="../report/builders.rst",
+                    category="Mixes",
+                    labels={"figure": "built sets against single sources"},
+                )
+            }
+            if BUILDERS
+            else {}
         ),
     params:
         title=config["report"]["title"],

@@ -13,14 +13,17 @@ plots.plot_rho_heatmap(tables["correlations"], out.heatmap)
 plots.plot_scatters(tables["correlations"], tables["metrics"], tables["summary"], out.scatter)
 plots.plot_retention(tables["summary"], out.retention_plot)
 plots.plot_profile(tables["summary"], out.profile)
+if "builders" in out.keys():
+    plots.plot_comparisons(tables["comparisons"], out.builders)
 provenance = [
     "Scores: results/eval/<model>/dense|<method>/<target>/<calib>/seed<seed>/<dimension>.json, per-item "
     "scores beside them in .items.parquet (lm-eval via calmix.evaluation).",
     "Retention: results/tables/retention.csv (per checkpoint), retention_summary.csv (over seeds) and "
-    "retention_settings.csv (over calibration sets), calmix.retention.",
+    "retention_settings.csv (over calibration sets), retention_comparisons.csv (built sets against single "
+    "sources), calmix.retention.",
     "Correlations: results/tables/correlations.csv (calmix.correlation).",
     "OIT metrics: results/tables/metrics.csv (calmix.metrics, on the windows in results/shards/).",
     "Figures: results/plots/ (calmix.plots); the full HTML report: snakemake --report results/report.html.",
 ]
 write_markdown(tables["summary"], tables["settings"], tables["retention"], tables["correlations"], tables["metrics"], out.md,
-               title=snakemake.params.title, notes=provenance)
+               title=snakemake.params.title, notes=provenance, comparisons=tables["comparisons"])

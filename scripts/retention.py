@@ -4,14 +4,17 @@ import logging
 
 from calmix.io import write_table
 from calmix.logs import setup_logging
-from calmix.retention import Bootstrap, load_eval_records, retention_with_intervals
+from calmix.retention import Bootstrap, builder_comparisons, load_eval_records, retention_with_intervals
 
 setup_logging(snakemake.log[0])
 boot = Bootstrap(**snakemake.params.bootstrap)
 records = load_eval_records([*snakemake.input.dense, *snakemake.input.pruned], items=True)
-per_checkpoint, summary, settings = retention_with_intervals(records, boot)
+params = snakemake.params
+comparisons = builder_comparisons(params.sources, params.builders, params.baseline)
+per_checkpoint, summary, settings, compared = retention_with_intervals(records, boot, comparisons)
 logging.info("%d eval records, %s: %d rows per checkpoint, %d over seeds", len(records), boot,
              len(per_checkpoint), len(summary))
 write_table(per_checkpoint, snakemake.output.per_checkpoint.removesuffix(".csv"))
 write_table(summary, snakemake.output.summary.removesuffix(".csv"))
 write_table(settings, snakemake.output.settings.removesuffix(".csv"))
+write_table(compared, snakemake.output.comparisons.removesuffix(".csv"))

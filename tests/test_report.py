@@ -439,3 +439,29 @@ def test_markdown_methods_at_a_glance(tmp_path, retention, summary, settings):
         assert over_sets.retention * 100 == pytest.approx(total.mean())
         assert f" {total.mean():.1f} [{100 * over_sets.retention_low:.1f}, {100 * over_sets.retention_high:.1f}] " in row
         assert f"{total.idxmax()} {total.max():.1f}" in row and f"{total.idxmin()} {total.min():.1f}" in row
+
+
+def test_built_sets_section_and_plot(tmp_path, retention):
+    pairs = rt.builder_comparisons(["A", "B", "C"], {"D": "mix"}, baseline="A")
+    tables = rt.retention_with_intervals(make_records(), rt.Bootstrap(resamples=300), pairs)
+    compared = tables.comparisons
+    assert set(compared.comparison) == {"D vs best single source", "D vs A"}
+    best = compared[compared.comparison == "D vs best single source"].versus.iat[0]
+    totals = {c: np.mean([hand_retention(c, s)["total"] for s in (0, 1)]) for c in CALIBS}
+    assert best == max(["A", "B", "C"], key=totals.get)
+    row = compared[(compared.comparison == "D vs A") & (compared.level == "total")].iloc[0]
+    assert row.difference == pytest.approx(totals["D"] - totals["A"])
+    assert row.difference_low <= row.difference <= row.difference_high
+    text = report.write_markdown(tables.over_seeds, tables.over_sets, tables.per_checkpoint,
+                                 cr.correlation_table(make_metrics(), retention), make_metrics(),
+                                 tmp_path / "r.md", comparisons=compared).read_text()
+    section = text.split("## Built calibration sets against single sources")[1].split("\n## ")[0]
+    cells = cells_of(section, "D vs A")
+    assert cells[1] == "A"
+    assert cells[-1] == (f"{100 * row.difference:+.1f} [{100 * row.difference_low:+.1f}, "
+                         f"{100 * row.difference_high:+.1f}]")
+    a, b = pl.plot_comparisons(compared, tmp_path / "a.png"), pl.plot_comparisons(compared, tmp_path / "b.png")
+    assert a.read_bytes()[:8] == PNG_MAGIC and a.read_bytes() == b.read_bytes()
+    without = report.write_markdown(tables.over_seeds, tables.over_sets, tables.per_checkpoint,
+                                    cr.correlation_table(make_metrics(), retention), make_metrics(), tmp_path / "n.md")
+    assert "Built calibration sets" not in without.read_text()
