@@ -74,6 +74,16 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH, wor
     return config
 
 
+def builder_knobs(kind: str) -> set[str]:
+    """The config keys a calibration builder of this kind reads (besides 'kind')."""
+    from calmix.selfgen import GENERATION_KNOBS, SELECTION_KNOBS
+
+    if kind == "mix":
+        return {"sources"}
+    extra = {"batch_size"} | ({"prefix_source"} if kind == "sgs" else set())
+    return set(GENERATION_KNOBS[kind]) | set(SELECTION_KNOBS[kind]) | extra
+
+
 def _check_semantics(config: dict, workdir: Path) -> None:
     from calmix.corpora import local_files, template_fields
     from calmix.evaluation import executes_code
@@ -106,6 +116,18 @@ def _check_semantics(config: dict, workdir: Path) -> None:
         where = f"calibration.builders.{key}"
         if key in sources:
             raise ConfigError(f"config key '{where}': {key!r} is also a source; a builder needs a name of its own")
+        allowed = builder_knobs(spec["kind"])
+        stray = [k for k in spec if k != "kind" and k not in allowed]
+        if stray:
+            raise ConfigError(
+                f"config key '{where}.{stray[0]}': a {spec['kind']} builder does not read {stray[0]!r}. "
+                f"Its knobs: {', '.join(sorted(allowed))}"
+            )
+        if spec.get("prefix_source") is not None and spec["prefix_source"] not in sources:
+            raise ConfigError(
+                f"config key '{where}.prefix_source': {spec['prefix_source']!r} is not a calibration source. "
+                f"Choose from: {', '.join(sources)}"
+            )
         if spec["kind"] == "mix":
             named = spec.get("sources") or []
             unknown = [s for s in named if s not in sources]

@@ -1,9 +1,10 @@
 """Calibration sets the model writes itself: Self-Cal, SGS and IGSP.
 
-Each builder is three pieces: what to generate (prompts, pool size, sampling), a pure selection
-function over the scored candidate pool (token arrays, per-candidate perplexity and 4-gram
-aggregation from ``calmix.generation.score_sequences``), and a ``build_*`` function that runs both
-with a model. Every candidate is one window of exactly ``seqlen`` tokens, prompt included, so the
+Each builder is two phases, so the workflow can cache the expensive one: :func:`generate_pool`
+writes the scored candidate pool with the model (prompts, pool size, sampling; per-candidate
+perplexity and 4-gram aggregation from ``calmix.generation.score_sequences``), and
+:func:`select_windows` picks the windows from it, a pure function of the pool and the selection
+knobs. Changing a selection knob therefore reruns only the selection. Every candidate is one window of exactly ``seqlen`` tokens, prompt included, so the
 selected candidates are the shard's windows. Every function returns, beside its result, a
 JSON-serialisable record of the values it used and the counts it saw, for the shard's manifest.
 
@@ -90,26 +91,6 @@ def select_selfcal(n_candidates: int, *, nsamples: int) -> tuple[np.ndarray, dic
     return np.arange(n_candidates), {"pool_size": n_candidates, "selected": n_candidates}
 
 
-def build_selfcal(
-    model, *, nsamples: int, seqlen: int, seed: int, bos_id: int | None, eos_id: int | None, batch_size: int = 8,
-    schedule: TemperatureSchedule = TemperatureSchedule(),
-) -> tuple[np.ndarray, dict]:
-    """Self-Cal windows int64 [nsamples, seqlen] and their manifest record."""
-    start, start_kind = start_token(bos_id, eos_id)
-    pool = generate(
-        model, [[start]] * selfcal_pool_size(nsamples), length=seqlen, seed=seed, batch_size=batch_size,
-        temperature=schedule, eos_id=eos_id,
-    )
-    chosen, selection = select_selfcal(len(pool), nsamples=nsamples)
-    scores = score_sequences(model, pool, prompt_len=1, batch_size=batch_size)
-    record = {
-        "builder": "selfcal", "seed": seed, "nsamples": nsamples, "seqlen": seqlen, "start_token": start_kind,
-        "sampling": _sampling_record(schedule, None, None, None), "selection": selection,
-        **_window_scores(pool, scores, chosen),
-    }
-    return pool[chosen], record
-
-
 # --------------------------------------------------------------------------------------------
 # SGS
 # --------------------------------------------------------------------------------------------
@@ -190,32 +171,6 @@ def select_sgs(
         "min_dropped_perplexity": float(ppl[dropped].min()) if drop else None,
     }
     return chosen, record
-
-
-def build_sgs(
-    model, documents: Sequence[Sequence[int]], *, nsamples: int, seqlen: int, seed: int, bos_id: int | None,
-    eos_id: int | None, batch_size: int = 8, prefix_tokens: int = 2, filter_quantile: float = 0.2,
-    pool_size: int | None = None, temperature: float = SGS_SAMPLING["temperature"],
-    top_k: int | None = SGS_SAMPLING["top_k"], top_p: float | None = SGS_SAMPLING["top_p"],
-    repetition_penalty: float | None = SGS_SAMPLING["repetition_penalty"],
-) -> tuple[np.ndarray, dict]:
-    """SGS windows int64 [nsamples, seqlen] from a source's token-id documents, and their manifest record."""
-    size = sgs_pool_size(nsamples, filter_quantile=filter_quantile, pool_size=pool_size)
-    prompts, prompt_record = sgs_prompts(documents, size, seed=seed, prefix_tokens=prefix_tokens, bos_id=bos_id)
-    pool = generate(
-        model, prompts, length=seqlen, seed=seed, batch_size=batch_size, temperature=temperature, top_k=top_k,
-        top_p=top_p, repetition_penalty=repetition_penalty, eos_id=eos_id,
-    )
-    plen = len(prompts[0])
-    scores = score_sequences(model, pool, prompt_len=plen, batch_size=batch_size)
-    chosen, selection = select_sgs(scores["perplexity"], nsamples=nsamples, seed=seed, filter_quantile=filter_quantile)
-    record = {
-        "builder": "sgs", "seed": seed, "nsamples": nsamples, "seqlen": seqlen, "prompts": prompt_record,
-        "sampling": _sampling_record(temperature, top_k, top_p, repetition_penalty),
-        "perplexity_over": "generated tokens (after the prompt)", "selection": selection,
-        **_window_scores(pool, scores, chosen),
-    }
-    return pool[chosen], record
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,36 +317,75 @@ def select_igsp(
     return chosen, record
 
 
-def build_igsp(
-    model, *, nsamples: int, seqlen: int, seed: int, bos_id: int | None, eos_id: int | None, batch_size: int = 8,
-    strata: int = 4, pool_factor: float = 4.0, pool_size: int | None = None, repetition_threshold: float = 0.5,
-    schedule: TemperatureSchedule = TemperatureSchedule(), top_k: int | None = None, top_p: float | None = None,
-    repetition_penalty: float | None = None,
-) -> tuple[np.ndarray, dict]:
-    """IGSP windows int64 [nsamples, seqlen] and their manifest record (pool generated like Self-Cal's)."""
-    size = igsp_pool_size(nsamples, pool_factor=pool_factor, pool_size=pool_size)
-    start, start_kind = start_token(bos_id, eos_id)
-    pool = generate(
-        model, [[start]] * size, length=seqlen, seed=seed, batch_size=batch_size, temperature=schedule, top_k=top_k,
-        top_p=top_p, repetition_penalty=repetition_penalty, eos_id=eos_id,
-    )
-    scores = score_sequences(model, pool, prompt_len=1, batch_size=batch_size)
-    chosen, selection = select_igsp(
-        pool, scores["perplexity"], nsamples=nsamples, strata=strata, repetition_threshold=repetition_threshold,
-        ngram4=scores["ngram4_aggregation"],
-    )
-    record = {
-        "builder": "igsp", "seed": seed, "nsamples": nsamples, "seqlen": seqlen, "start_token": start_kind,
-        "pool_factor": pool_factor if pool_size is None else None,
-        "sampling": _sampling_record(schedule, top_k, top_p, repetition_penalty), "selection": selection,
-        **_window_scores(pool, scores, chosen),
-    }
-    return pool[chosen], record
+# --------------------------------------------------------------------------------------------
+# The two phases, by builder kind
+# --------------------------------------------------------------------------------------------
+
+#: Knobs of the pool phase (generation) and of the selection phase, with their defaults.
+GENERATION_KNOBS = {
+    "selfcal": {"t_initial": 2.0, "t_final": 1.0, "schedule_tokens": 20},
+    "sgs": {"prefix_tokens": 2, "pool_size": None, **SGS_SAMPLING},
+    "igsp": {"pool_size": None, "pool_factor": 4.0, "t_initial": 2.0, "t_final": 1.0, "schedule_tokens": 20,
+             "top_k": None, "top_p": None, "repetition_penalty": None},
+}
+SELECTION_KNOBS = {
+    "selfcal": {},
+    "sgs": {"filter_quantile": 0.2},
+    "igsp": {"strata": 4, "repetition_threshold": 0.5},
+}
 
 
-def _window_scores(pool: np.ndarray, scores: dict, chosen: np.ndarray) -> dict:
-    """Which pool candidates became the windows, in window order, and their scores."""
-    return {
+def pool_size(kind: str, nsamples: int, generation: dict, selection: dict) -> int:
+    """How many candidates a builder generates (SGS's depends on its filter quantile unless pool_size is set)."""
+    if kind == "selfcal":
+        return selfcal_pool_size(nsamples)
+    if kind == "sgs":
+        return sgs_pool_size(nsamples, filter_quantile=selection["filter_quantile"], pool_size=generation["pool_size"])
+    return igsp_pool_size(nsamples, pool_factor=generation["pool_factor"], pool_size=generation["pool_size"])
+
+
+def generate_pool(
+    kind: str, model, *, size: int, seqlen: int, seed: int, bos_id: int | None, eos_id: int | None,
+    batch_size: int = 8, documents: Sequence[Sequence[int]] | None = None, **knobs,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+    """(candidates int64 [size, seqlen], their scores, a record) for builder ``kind`` with its generation
+    knobs (GENERATION_KNOBS); SGS needs ``documents``, the token ids of its prefix source."""
+    knobs = {**GENERATION_KNOBS[kind], **knobs}
+    record: dict = {"builder": kind, "seed": seed, "pool_size": size, "seqlen": seqlen}
+    if kind == "sgs":
+        if documents is None:
+            raise ValueError("SGS needs the documents of its prefix source")
+        prompts, record["prompts"] = sgs_prompts(documents, size, seed=seed, prefix_tokens=knobs["prefix_tokens"],
+                                                 bos_id=bos_id)
+        temperature = knobs["temperature"]
+        record["perplexity_over"] = "generated tokens (after the prompt)"
+    else:
+        start, record["start_token"] = start_token(bos_id, eos_id)
+        prompts = [[start]] * size
+        temperature = TemperatureSchedule(knobs["t_initial"], knobs["t_final"], knobs["schedule_tokens"])
+    top_k, top_p, penalty = (knobs.get(k) for k in ("top_k", "top_p", "repetition_penalty"))
+    pool = generate(model, prompts, length=seqlen, seed=seed, batch_size=batch_size, temperature=temperature,
+                    top_k=top_k, top_p=top_p, repetition_penalty=penalty, eos_id=eos_id)
+    scores = score_sequences(model, pool, prompt_len=[len(p) for p in prompts], batch_size=batch_size)
+    record["sampling"] = _sampling_record(temperature, top_k, top_p, penalty)
+    return pool, {k: np.asarray(v, float) for k, v in scores.items()}, record
+
+
+def select_windows(kind: str, pool: np.ndarray, scores: dict[str, np.ndarray], *, nsamples: int, seed: int,
+                   **knobs) -> tuple[np.ndarray, dict]:
+    """Indices of the pool's candidates that become the shard's windows, in window order, and a record
+    of the selection (with each window's perplexity and 4-gram aggregation)."""
+    knobs = {**SELECTION_KNOBS[kind], **knobs}
+    if kind == "selfcal":
+        chosen, record = select_selfcal(len(pool), nsamples=nsamples)
+    elif kind == "sgs":
+        chosen, record = select_sgs(scores["perplexity"], nsamples=nsamples, seed=seed, **knobs)
+    else:
+        chosen, record = select_igsp(pool, scores["perplexity"], nsamples=nsamples,
+                                     ngram4=scores["ngram4_aggregation"], **knobs)
+    chosen = np.asarray(chosen)
+    return chosen, {
+        "selection": record,
         "pool_indices": [int(i) for i in chosen],
         "window_perplexity": [float(scores["perplexity"][i]) for i in chosen],
         "window_ngram4_aggregation": [float(scores["ngram4_aggregation"][i]) for i in chosen],

@@ -1,5 +1,6 @@
 # Calibration data: raw corpora per source (model-independent, fetched once), token ids per model
-# and source, then one shard of windows per seed; built sets (mixes) make shards of the same form.
+# and source, then one shard of windows per seed. Built sets make shards of the same form: mixes from
+# the sources' shards; self-generated sets from a cached candidate pool the dense model writes.
 
 
 rule corpus:
@@ -73,3 +74,50 @@ rule mix:
         "logs/mix/{model}/{calib}/seed{seed}.log",
     script:
         "../scripts/mix.py"
+
+
+rule generate_pool:
+    input:
+        unpack(pool_inputs),
+    output:
+        pool="results/pools/{model}/{calib}/seed{seed}.parquet",
+        manifest="results/pools/{model}/{calib}/seed{seed}.json",
+    wildcard_constraints:
+        calib=one_of(SELF_GENERATED),
+    params:
+        kind=lambda wc: self_generation(wc)["kind"],
+        size=lambda wc: self_generation(wc)["size"],
+        generation=lambda wc: self_generation(wc)["generation"],
+        batch_size=lambda wc: self_generation(wc)["batch_size"],
+        seqlen=config["calibration"]["seqlen"],
+        dtype=lambda wc: config["models"][wc.model]["dtype"],
+        device=DEVICE,
+    resources:
+        gpu=GPU,
+        mem_mb=lambda wc, input: model_mem_mb(wc.model, input.size_mb),
+    conda:
+        "../envs/calmix.yaml"
+    log:
+        "logs/generate_pool/{model}/{calib}/seed{seed}.log",
+    script:
+        "../scripts/generate_pool.py"
+
+
+rule select_windows:
+    input:
+        pool="results/pools/{model}/{calib}/seed{seed}.parquet",
+    output:
+        shard="results/shards/{model}/{calib}/seed{seed}.parquet",
+        manifest="results/shards/{model}/{calib}/seed{seed}.json",
+    wildcard_constraints:
+        calib=one_of(SELF_GENERATED),
+    params:
+        kind=lambda wc: self_generation(wc)["kind"],
+        selection=lambda wc: self_generation(wc)["selection"],
+        nsamples=config["calibration"]["nsamples"],
+    conda:
+        "../envs/calmix.yaml"
+    log:
+        "logs/select_windows/{model}/{calib}/seed{seed}.log",
+    script:
+        "../scripts/select_windows.py"

@@ -23,6 +23,7 @@ MODELS = list(config["models"])
 SOURCES = list(config["calibration"]["sources"])
 BUILDERS = config["calibration"]["builders"]
 MIXES = [name for name, spec in BUILDERS.items() if spec["kind"] == "mix"]
+SELF_GENERATED = [name for name, spec in BUILDERS.items() if spec["kind"] != "mix"]
 CALIBS = SOURCES + list(BUILDERS)  # every calibration set: single sources, then built sets
 SEEDS = config["calibration"]["seeds"]
 METHODS = config["pruning"]["methods"]
@@ -92,6 +93,35 @@ def builder_spec(wildcards):
 
         spec["weights"] = mix_weights(spec.pop("sources", None), SOURCES)
     return spec
+
+
+def self_generation(wildcards):
+    """A self-generated builder's resolved knobs, split by phase, so that a selection knob never
+    reruns the generation: {kind, size, generation, selection, prefix_source}."""
+    from calmix.selfgen import GENERATION_KNOBS, SELECTION_KNOBS, pool_size
+
+    spec, kind = BUILDERS[wildcards.calib], BUILDERS[wildcards.calib]["kind"]
+    generation = {k: spec.get(k, v) for k, v in GENERATION_KNOBS[kind].items()}
+    selection = {k: spec.get(k, v) for k, v in SELECTION_KNOBS[kind].items()}
+    if kind == "igsp":
+        selection["strata"] = spec.get("strata", len(DIMENSIONS))
+    prefix = spec.get("prefix_source") or config["report"]["baseline"] or SOURCES[0]
+    return {
+        "kind": kind,
+        "size": pool_size(kind, config["calibration"]["nsamples"], generation, selection),
+        "generation": generation,
+        "selection": selection,
+        "prefix_source": prefix if kind == "sgs" else None,
+        "batch_size": spec.get("batch_size", 8),
+    }
+
+
+def pool_inputs(wildcards):
+    inputs = {"model": model_dir(wildcards.model)}
+    prefix = self_generation(wildcards)["prefix_source"]
+    if prefix:
+        inputs["documents"] = f"results/tokens/{wildcards.model}/{prefix}.parquet"
+    return inputs
 
 
 def mix_shards(wildcards):

@@ -68,6 +68,14 @@ def test_shipped_config_is_valid():
          "calibration.builders.m.sources", "not calibration sources"),
         ({"calibration__builders": {"m": {"kind": "mix", "sources": {"web": 0}}}}, "calibration.builders.m.sources", ""),
         ({"calibration__builders": {"m": {"kind": "blend"}}}, "calibration.builders.m.kind", "is not one of"),
+        ({"calibration__builders": {"m": {"kind": "mix", "top_k": 5}}}, "calibration.builders.m.top_k", "does not read 'top_k'"),
+        ({"calibration__builders": {"s": {"kind": "selfcal", "filter_quantile": 0.1}}},
+         "calibration.builders.s.filter_quantile", "does not read"),
+        ({"calibration__builders": {"s": {"kind": "sgs", "prefix_source": "poetry"}}},
+         "calibration.builders.s.prefix_source", "not a calibration source"),
+        ({"calibration__builders": {"i": {"kind": "igsp", "repetition_threshold": 2}}},
+         "calibration.builders.i.repetition_threshold", "maximum"),
+        ({"report__baseline": "poetry"}, "report.baseline", "not a calibration source"),
     ],
 )
 def test_bad_config_names_the_key(edits, key, words):

@@ -15,18 +15,31 @@ from calmix.generation import TemperatureSchedule, generate
 from calmix.metrics import ngram4_aggregation
 from calmix.selfgen import (
     SGS_SAMPLING,
-    build_igsp,
-    build_selfcal,
-    build_sgs,
+    generate_pool,
     igsp_pool_size,
+    pool_size,
     select_igsp,
     select_selfcal,
     select_sgs,
     selfcal_pool_size,
     sgs_pool_size,
+    select_windows,
     sgs_prompts,
     start_token,
 )
+
+
+def build(kind, model, *, nsamples, seqlen, seed, generation=None, selection=None, documents=None, batch_size=8):
+    """Both phases, as the workflow's generate_pool and select_windows rules run them."""
+    from calmix.selfgen import GENERATION_KNOBS, SELECTION_KNOBS
+
+    generation = {**GENERATION_KNOBS[kind], **(generation or {})}
+    selection = {**SELECTION_KNOBS[kind], **(selection or {})}
+    size = pool_size(kind, nsamples, generation, selection)
+    pool, scores, record = generate_pool(kind, model, size=size, seqlen=seqlen, seed=seed, bos_id=BOS, eos_id=EOS,
+                                         batch_size=batch_size, documents=documents, **generation)
+    chosen, chosen_record = select_windows(kind, pool, scores, nsamples=nsamples, seed=seed, **selection)
+    return pool[chosen], {**record, **chosen_record}
 
 SEQLEN = 32
 
@@ -55,9 +68,8 @@ def test_selfcal_keeps_exactly_its_pool():
 
 def test_build_selfcal_generates_from_bos_with_the_schedule(model):
     schedule = TemperatureSchedule(t_initial=1.8, t_final=0.7, schedule_tokens=8)
-    windows, record = build_selfcal(
-        model, nsamples=5, seqlen=SEQLEN, seed=4, bos_id=BOS, eos_id=EOS, batch_size=2, schedule=schedule,
-    )
+    knobs = {"t_initial": 1.8, "t_final": 0.7, "schedule_tokens": 8}
+    windows, record = build("selfcal", model, nsamples=5, seqlen=SEQLEN, seed=4, generation=knobs, batch_size=2)
     assert windows.shape == (5, SEQLEN) and (windows[:, 0] == BOS).all() and not (windows[:, 1:] == EOS).any()
     expected = generate(model, [[BOS]] * 5, length=SEQLEN, seed=4, batch_size=5, temperature=schedule, eos_id=EOS)
     assert (windows == expected).all()
@@ -66,7 +78,7 @@ def test_build_selfcal_generates_from_bos_with_the_schedule(model):
     }
     assert record["start_token"] == "bos" and record["pool_indices"] == list(range(5))
     json.dumps(record)
-    again, _ = build_selfcal(model, nsamples=5, seqlen=SEQLEN, seed=4, bos_id=BOS, eos_id=EOS, schedule=schedule)
+    again, _ = build("selfcal", model, nsamples=5, seqlen=SEQLEN, seed=4, generation=knobs)
     assert (again == windows).all()
 
 
@@ -122,7 +134,7 @@ def test_sgs_prompts_take_document_prefixes_after_bos():
 
 def test_build_sgs(model):
     docs = [list(range(5 + i, 25 + i)) for i in range(20)]
-    windows, record = build_sgs(model, docs, nsamples=6, seqlen=SEQLEN, seed=3, bos_id=BOS, eos_id=EOS, batch_size=4)
+    windows, record = build("sgs", model, nsamples=6, seqlen=SEQLEN, seed=3, documents=docs, batch_size=4)
     pool = record["selection"]["pool_size"]
     assert windows.shape == (6, SEQLEN) and pool == 8 and record["selection"]["dropped_high_perplexity"] == 1
     prompts = [[BOS] + docs[d][:2] for d in record["prompts"]["prompt_documents"]]
@@ -206,9 +218,8 @@ def test_igsp_too_small_a_pool_says_what_to_raise():
 
 
 def test_build_igsp(model):
-    windows, record = build_igsp(
-        model, nsamples=6, seqlen=SEQLEN, seed=2, bos_id=BOS, eos_id=EOS, batch_size=8, strata=2, pool_factor=2,
-    )
+    windows, record = build("igsp", model, nsamples=6, seqlen=SEQLEN, seed=2, generation={"pool_factor": 2},
+                            selection={"strata": 2})
     selection = record["selection"]
     assert windows.shape == (6, SEQLEN) and (windows[:, 0] == BOS).all()
     assert selection["pool_size"] == 12 and [s["selected"] for s in selection["strata"]] == [3, 3]

@@ -278,3 +278,29 @@ def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_runs
         ("report", "results/report.md"),
     ])
     assert [job for job in planned_jobs(result.stdout) if job[0] != "all"] == expected
+
+
+def test_self_generated_builders_cache_their_pools(tiny_runs, tmp_path):
+    workdir = tmp_path / "built"
+    shutil.copytree(tiny_runs[0], workdir, symlinks=True)
+    config = yaml.safe_load(TINY.read_text())
+    config["calibration"]["builders"] = {
+        "selfcal": {"kind": "selfcal"}, "sgs": {"kind": "sgs", "pool_size": 10}, "igsp": {"kind": "igsp"},
+    }
+    shards = [f"results/shards/world/{b}/seed0.parquet" for b in config["calibration"]["builders"]]
+    result = snakemake(workdir, *shards, configfile=write_config(tmp_path / "built.yaml", config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("selfcal", "sgs", "igsp"):
+        manifest = json.loads((workdir / f"results/shards/world/{name}/seed0.json").read_text())
+        assert manifest["kind"] == name and manifest["nsamples"] == config["calibration"]["nsamples"]
+        assert len(manifest["pool_indices"]) == manifest["nsamples"] and "sampling" in manifest["pool"]
+    # A selection knob reruns only the selection; a generation knob reruns the pool too.
+    config["calibration"]["builders"]["igsp"]["strata"] = 1
+    config["calibration"]["builders"]["sgs"]["filter_quantile"] = 0.3
+    config["calibration"]["builders"]["selfcal"]["t_initial"] = 1.5
+    result = snakemake(workdir, "-n", *shards, configfile=write_config(tmp_path / "tuned.yaml", config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert planned_jobs(result.stdout) == sorted([
+        ("generate_pool", "results/pools/world/selfcal/seed0.parquet"),
+        *[("select_windows", f"results/shards/world/{b}/seed0.parquet") for b in ("selfcal", "sgs", "igsp")],
+    ])
