@@ -57,18 +57,19 @@ def build_mix(shards: dict[str, str | Path], *, weights: dict[str, float], nsamp
               seed: int, name: str, spec: dict, path: str | Path) -> dict:
     """Draw the mix's windows from each source's shard (same seed) and write it as a shard."""
     counts = mix_counts(weights, nsamples, seed, name)
-    windows, provenance, spans, record_ids = [], [], [], []
+    windows, provenance, spans, record_ids, source_shas = [], [], [], [], {}
     for source, count in counts.items():
         if count == 0:
             continue
         shard = shards[source]
+        source_manifest = read_json(manifest_path(shard))
         pool = load_windows(shard)
         if pool.shape[1] != seqlen:
             raise ValueError(f"{shard}: windows of {pool.shape[1]} tokens, but mix {name!r} needs {seqlen}")
         if count > len(pool):
             raise ValueError(f"mix {name!r} needs {count} windows of source {source!r}, whose shard {shard} has "
                              f"{len(pool)}; raise calibration.nsamples or lower its weight")
-        source_manifest = read_json(manifest_path(shard))
+        source_shas[source] = source_manifest["sha256"]
         chosen = np.sort(keyed_rng(seed, name, source).choice(len(pool), size=count, replace=False))
         for i in chosen:
             windows.append(pool[i])
@@ -85,7 +86,7 @@ def build_mix(shards: dict[str, str | Path], *, weights: dict[str, float], nsamp
         "seqlen": seqlen,
         "weights": weights,
         "counts": counts,
-        "source_shards": {s: read_json(manifest_path(shards[s]))["sha256"] for s in counts if counts[s]},
+        "source_shards": source_shas,
         "window_sources": [provenance[i] for i in order],
         "windows": [spans[i] for i in order],
         "record_ids": [record_ids[i] for i in order],

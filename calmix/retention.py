@@ -29,6 +29,7 @@ move any other source's interval.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 DENSE = "dense"
 TOTAL = "total"
-LEVELS = ("task", "dimension", TOTAL)
 KEYS = ["model", "method", "sparsity", "calib", "seed"]
 GROUP = ["model", "method", "sparsity"]
 SET = [*GROUP, "calib"]
@@ -104,8 +104,6 @@ def load_eval_records(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
     ``items=True`` each record also gets its per-item scores under "items" (a DataFrame), read from
     the ``.items.parquet`` beside it.
     """
-    import json
-
     from calmix.evaluation import read_items
 
     if isinstance(paths, (str, os.PathLike)):

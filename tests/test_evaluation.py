@@ -435,10 +435,10 @@ def _recording_lm_class(contexts: list[str]):
             return [(0.0, False) for _ in requests]
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-            raise NotImplementedError
+            raise AssertionError("world_general sends multiple-choice requests only")
 
         def generate_until(self, requests, disable_tqdm: bool = False):
-            raise NotImplementedError
+            raise AssertionError("world_general sends multiple-choice requests only")
 
     return RecordingLM
 
