@@ -404,6 +404,7 @@ def evaluate(
         log.warning("code execution: tasks %s run the code the model writes (evaluation.allow_code_execution "
                     "is true)", unsafe)
     from calmix.hub import model_folder
+    from calmix.models import verify_checkpoint
 
     model_path_str = str(model_folder(model_path))
     if (isinstance(model_path, Path) or Path(model_path_str).is_absolute()) and not Path(model_path_str).exists():
@@ -451,6 +452,7 @@ def evaluate(
             # simple_evaluate leaves a YAML's "num_fewshot: 0" alone; the dimension's setting wins here
             obj.set_config(key="num_fewshot", value=num_fewshot)
 
+    verify_checkpoint(model_path)
     lm = HFLM(pretrained=model_path_str, device=device, batch_size=batch_size, dtype=dtype)
     with _code_execution_allowed(bool(unsafe)):
         results = lm_eval.simple_evaluate(

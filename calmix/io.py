@@ -4,6 +4,7 @@ Nothing here writes a timestamp, so equal inputs give equal bytes."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -16,9 +17,15 @@ from typing import Any
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of path (file or folder); rename it onto path only on success."""
+    """Yield a temporary sibling of path (file or folder); rename it onto path only on success.
+
+    Siblings left by a writer that was killed (SIGKILL skips the cleanup below) are removed first:
+    a path has one writer at a time (Snakemake runs one job per output and locks the directory).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp

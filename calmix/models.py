@@ -1,28 +1,28 @@
-"""Loading dense models and writing verified pruned checkpoints."""
+"""Loading models, and refusing checkpoints whose weights differ from what their manifest recorded."""
 
 from __future__ import annotations
 
 import logging
-import time
-from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
 
 from calmix.hub import model_folder
-from calmix.io import atomic_path, read_json, sha256_file, write_json
-from calmix.shards import load_windows, manifest_path
-from calmix.tokenizer import load_tokenizer
+from calmix.io import read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SPARSITY_TOLERANCE = 0.005
 
 
-def load_model(path: str | Path, dtype: str = "float32"):
-    """A causal LM in eval mode from a save_pretrained folder (or a hub model's fetch manifest)."""
+def load_model(path: str | Path, dtype: str = "float32", verify: bool = True):
+    """A causal LM in eval mode from a save_pretrained folder (or a hub model's fetch manifest).
+
+    A calmix-written checkpoint is first checked against its manifest (verify_checkpoint).
+    """
+    if verify:
+        verify_checkpoint(path)
     model = AutoModelForCausalLM.from_pretrained(str(model_folder(path)), dtype=DTYPES[dtype])
     return model.eval()
 
@@ -40,61 +40,47 @@ def target_label(label: str) -> str:
     return label.replace("of", ":")
 
 
-def _verify(model, sparsity: float, prunen: int, prunem: int, skip: list[str]) -> dict:
-    """Sparsity of the reloaded checkpoint's pruned linears; an error if any is off target."""
-    from calmix.pruning import PruningError, model_sparsity, nm_valid
-
-    found = model_sparsity(model)
-    weights = dict(model.named_parameters())
-    checked = {n: s for n, s in found["layers"].items() if not any(fnmatch(n, p) for p in skip)}
-    # Per-row methods (Wanda) round each row's count down, so a layer may fall 1/in_features short.
-    off = sorted(
-        n for n, s in checked.items()
-        if abs(s - sparsity) > max(SPARSITY_TOLERANCE, 1 / weights[f"{n}.weight"].shape[1])
-    )
-    if prunem:
-        off += sorted(n for n in checked if not nm_valid(weights[f"{n}.weight"].detach(), prunen, prunem))
-    if off:
-        raise PruningError(
-            f"reloaded checkpoint is off target {sparsity:g}{f' ({prunen}:{prunem})' if prunem else ''}: "
-            f"{len(off)} linear layers, e.g. {off[:3]} (sparsities {[round(checked[n], 4) for n in off[:3]]})"
-        )
-    return {"sparsity": sum(checked.values()) / max(1, len(checked)), "layers_checked": len(checked), **({"nm_valid": True} if prunem else {})}
+CHECKPOINT_MANIFESTS = ("prune_report.json", "training.json")  # written by calmix.checkpoints, calmix.training
 
 
-def prune_checkpoint(
-    model_dir: str | Path, shard: str | Path | None, out_dir: str | Path, *, method: str, target: str,
-    dtype: str = "float32", device: str = "cpu", skip: list[str] = (), **options,
-) -> dict:
-    """Prune model_dir (with the shard's windows unless data-free) into out_dir, verified on reload.
+class CheckpointError(RuntimeError):
+    """A checkpoint's weights differ from the sha256 its manifest recorded when it was written."""
 
-    target is the path label ('0.6' or '2of4'); options go to calmix.pruning.prune_model. The
-    checkpoint is dense safetensors with exact zeros (what transformers and vLLM load) plus
-    prune_report.json. A checkpoint whose reloaded sparsity is off target is an error, never output.
+
+def weights_sha256(folder: str | Path) -> dict[str, str]:
+    """{file: sha256} of a save_pretrained folder's weights: what a checkpoint's manifest records."""
+    return {p.name: sha256_file(p) for p in sorted(Path(folder).glob("*.safetensors"))}
+
+
+def write_checkpoint_manifest(folder: str | Path, name: str = "training.json", **fields) -> dict:
+    """Write a checkpoint's manifest (one of CHECKPOINT_MANIFESTS): fields plus its weights' sha256."""
+    manifest = {**fields, "weights_sha256": weights_sha256(folder)}
+    write_json(Path(folder) / name, manifest)
+    return manifest
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Refuse a calmix-written checkpoint whose weights are missing, truncated, edited or extra.
+
+    A folder without a calmix manifest (a user's own local model) is not checked, and neither is a
+    hub model (a fetch manifest): the hub cache checks its own downloads.
     """
-    from calmix.pruning import prune_model
-
-    start = time.perf_counter()
-    sparsity, prunen, prunem = parse_target(target)
-    model = load_model(model_dir, dtype)
-    windows = torch.from_numpy(load_windows(shard)) if shard is not None else None
-    report = prune_model(
-        model, windows, sparsity, method=method, prunen=prunen, prunem=prunem, device=device,
-        skip=list(skip), **options,
-    )
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(str(tmp))
-        load_tokenizer(model_dir).save_pretrained(str(tmp))
-        verified = _verify(load_model(tmp, dtype), sparsity, prunen, prunem, list(skip))
-        report.update(
-            target=target_label(target),
-            shard=str(shard) if shard is not None else None,
-            shard_sha256=read_json(manifest_path(shard))["sha256"] if shard is not None else None,
-            dense_model=str(model_dir),
-            verified=verified,
-            weights_sha256={p.name: sha256_file(p) for p in sorted(tmp.glob("*.safetensors"))},
-            job_wall_time_s=round(time.perf_counter() - start, 2),
-        )
-        write_json(tmp / "prune_report.json", report)
-    log.info("pruned %s with %s to %s (verified sparsity %.4f) -> %s", model_dir, method, target_label(target), verified["sparsity"], out_dir)
-    return report
+    folder = Path(path)
+    manifest = next((folder / m for m in CHECKPOINT_MANIFESTS if (folder / m).is_file()), None)
+    if manifest is None:
+        return
+    recorded = read_json(manifest)
+    rebuild = f"rebuild it: run snakemake again with `--forcerun {folder}` (which also reruns what depends on it)"
+    if "weights_sha256" not in recorded:
+        raise CheckpointError(f"{manifest} records no weights_sha256 (written by an older calmix); {rebuild}")
+    found = weights_sha256(folder)
+    for name in sorted(set(recorded["weights_sha256"]) | set(found)):
+        if name not in found:
+            problem = "is missing"
+        elif name not in recorded["weights_sha256"]:
+            problem = f"is not in {manifest.name}"
+        elif found[name] != recorded["weights_sha256"][name]:
+            problem = f"has a sha256 other than {manifest.name} records (truncated or edited)"
+        else:
+            continue
+        raise CheckpointError(f"{folder / name} {problem}; {rebuild}")

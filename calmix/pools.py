@@ -33,7 +33,7 @@ def write_pool(pool: np.ndarray, scores: dict[str, np.ndarray], path: str | Path
 
 def read_pool(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
     """(candidates int64 [n, seqlen], scores, manifest), after checking the file's sha256."""
-    verify(path, "generate_pool")
+    verify(path)
     manifest = read_json(manifest_path(path))
     table = pq.read_table(path)
     pool = np.array(table.column("input_ids").to_pylist(), dtype=np.int64)

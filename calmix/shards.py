@@ -75,7 +75,7 @@ def write_tokens(path: str | Path, ids: list[list[int]], record_ids: list[str], 
 
 def read_tokens(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
     """(token ids per document, record id per document), after checking the file's sha256."""
-    verify(path, "tokenize")
+    verify(path)
     table = pq.read_table(path)
     ids = table.column("input_ids").combine_chunks()
     offsets = ids.offsets.to_numpy()
@@ -251,19 +251,19 @@ def manifest_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def verify(path: str | Path, rule: str) -> None:
+def verify(path: str | Path) -> None:
     """Refuse a file whose sha256 differs from its manifest's (truncated, edited, half-copied)."""
     expected = read_json(manifest_path(path))["sha256"]
     if sha256_file(path) != expected:
         raise ShardError(
-            f"{path}: sha256 does not match its manifest {manifest_path(path)}; delete both and rerun "
-            f"(the {rule} rule rebuilds them)"
+            f"{path}: sha256 does not match its manifest {manifest_path(path)} (truncated or edited); rebuild it: "
+            f"run snakemake again with `--forcerun {path}` (which also reruns what depends on it)"
         )
 
 
 def load_windows(shard: str | Path, verify_hash: bool = True) -> np.ndarray:
     """The shard's windows as int64 [nsamples, seqlen]; by default check the manifest's sha256 first."""
     if verify_hash:
-        verify(shard, "shard")
+        verify(shard)
     column = pq.read_table(shard, columns=["input_ids"]).column("input_ids")
     return np.array(column.to_pylist(), dtype=np.int64)

@@ -10,6 +10,7 @@ rule corpus:
         corpus="results/corpora/{calib}.jsonl",
         manifest="results/corpora/{calib}.json",
     params:
+        code=library_code("corpus.py"),
         spec=source_spec,
         world_seed=lambda wc: world_seed_of(source_spec(wc)),
     conda:
@@ -27,6 +28,8 @@ rule tokenize:
     output:
         tokens="results/tokens/{model}/{calib}.parquet",
         manifest="results/tokens/{model}/{calib}.json",
+    params:
+        code=library_code("tokenize_corpus.py"),
     conda:
         "../envs/calmix.yaml"
     log:
@@ -44,6 +47,7 @@ rule shard:
         shard="results/shards/{model}/{calib}/seed{seed}.parquet",
         manifest="results/shards/{model}/{calib}/seed{seed}.json",
     params:
+        code=library_code("shard.py"),
         spec=source_spec,
         sampling=sampling_of,
         nsamples=config["calibration"]["nsamples"],
@@ -65,6 +69,7 @@ rule mix:
     wildcard_constraints:
         calib=one_of(MIXES),
     params:
+        code=library_code("mix.py"),
         spec=builder_spec,
         nsamples=config["calibration"]["nsamples"],
         seqlen=config["calibration"]["seqlen"],
@@ -85,6 +90,7 @@ rule generate_pool:
     wildcard_constraints:
         calib=one_of(SELF_GENERATED),
     params:
+        code=library_code("generate_pool.py"),
         kind=lambda wc: self_generation(wc)["kind"],
         size=lambda wc: self_generation(wc)["size"],
         generation=lambda wc: self_generation(wc)["generation"],
@@ -112,6 +118,7 @@ rule select_windows:
     wildcard_constraints:
         calib=one_of(SELF_GENERATED),
     params:
+        code=library_code("select_windows.py"),
         kind=lambda wc: self_generation(wc)["kind"],
         selection=lambda wc: self_generation(wc)["selection"],
         nsamples=config["calibration"]["nsamples"],

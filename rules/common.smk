@@ -3,10 +3,12 @@ import os
 import re
 from pathlib import Path
 
+from calmix import codehash
 from calmix.config import ConfigError, validate_config
 from calmix.corpora import local_files
 
 RESOURCES = Path(workflow.basedir) / "resources"
+SCRIPTS = Path(workflow.basedir) / "scripts"
 
 try:
     validate_config(config, RESOURCES / "config.schema.yaml")
@@ -231,3 +233,8 @@ def dense_evals():
 def per_items(scores):
     """The per-item file each eval record has beside it (general.json -> general.items.parquet)."""
     return [path.removesuffix(".json") + ".items.parquet" for path in scores]
+
+
+def library_code(script):
+    """{module: digest} of the calmix modules a script runs: a param, so editing one reruns its rules."""
+    return codehash.library_code(SCRIPTS / script)

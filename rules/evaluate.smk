@@ -9,6 +9,7 @@ rule evaluate_dense:
         scores="results/eval/{model}/dense/{dimension}.json",
         per_item="results/eval/{model}/dense/{dimension}.items.parquet",
     params:
+        code=library_code("evaluate.py"),
         tasks=lambda wc: config["evaluation"]["dimensions"][wc.dimension]["tasks"],
         harness=lambda wc: harness(wc.dimension),
         dtype=lambda wc: config["models"][wc.model]["dtype"],

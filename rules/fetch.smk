@@ -14,6 +14,7 @@ rule fetch_model:
     output:
         "results/models/{model}.json",
     params:
+        code=library_code("fetch_model.py"),
         spec=lambda wc: config["models"][wc.model],
     wildcard_constraints:
         model=one_of(HUB_MODELS),
@@ -29,6 +30,7 @@ rule fetch_task_data:
     output:
         "results/eval/data/{dimension}.json",
     params:
+        code=library_code("fetch_task_data.py"),
         tasks=lambda wc: builtin_tasks(wc.dimension),
     conda:
         "../envs/calmix.yaml"

@@ -8,6 +8,7 @@ rule metrics:
     output:
         "results/metrics/{model}/{calib}/seed{seed}.json",
     params:
+        code=library_code("metrics.py"),
         metrics=config["metrics"],
         device=DEVICE,
     resources:
@@ -31,6 +32,8 @@ rule metric_table:
             labels={"table": "OIT metrics per calibration set and seed"},
         ),
         parquet="results/tables/metrics.parquet",
+    params:
+        code=library_code("metric_table.py"),
     conda:
         "../envs/calmix.yaml"
     log:

@@ -7,6 +7,7 @@ rule prune:
     output:
         directory("results/pruned/{model}/{method}/{target}/{calib}/seed{seed}"),
     params:
+        code=library_code("prune.py"),
         options=method_options,
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         device=DEVICE,

@@ -42,6 +42,7 @@ rule retention:
         ),
         comparisons_parquet="results/tables/retention_comparisons.parquet",
     params:
+        code=library_code("retention.py"),
         bootstrap=config["report"]["bootstrap"],
         sources=SOURCES,
         builders={name: spec["kind"] for name, spec in BUILDERS.items()},
@@ -67,6 +68,7 @@ rule correlations:
         ),
         parquet="results/tables/correlations.parquet",
     params:
+        code=library_code("correlations.py"),
         single_sources=SOURCES,
         bootstrap=config["report"]["bootstrap"],
     conda:
@@ -125,6 +127,7 @@ rule report:
             else {}
         ),
     params:
+        code=library_code("report.py"),
         title=config["report"]["title"],
     conda:
         "../envs/calmix.yaml"

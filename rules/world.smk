@@ -6,6 +6,7 @@ rule world_corpus:
         corpus="results/world/pretrain.jsonl",
         manifest="results/world/pretrain.json",
     params:
+        code=library_code("world_corpus.py"),
         seed=config["world"]["seed"],
         docs=config["world"]["train_docs"],
     conda:
@@ -20,6 +21,7 @@ rule world_eval_items:
     output:
         "results/world/eval/{task}.jsonl",
     params:
+        code=library_code("world_eval_items.py"),
         seed=config["world"]["seed"],
         n=config["world"]["eval_items"],
     wildcard_constraints:
@@ -38,6 +40,7 @@ rule train_world_model:
     output:
         directory("results/models/{model}"),
     params:
+        code=library_code("train_world_model.py"),
         vocab_size=config["world"]["vocab_size"],
         arch=config["world"]["model"],
         train=config["world"]["train"],

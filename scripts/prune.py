@@ -2,7 +2,7 @@
 
 from calmix.devices import compute_device, return_freed_memory_to_os
 from calmix.logs import setup_logging
-from calmix.models import prune_checkpoint
+from calmix.checkpoints import prune_checkpoint
 
 setup_logging(snakemake.log[0], snakemake.threads)
 return_freed_memory_to_os()

@@ -3,8 +3,9 @@
 import logging
 
 from calmix.corpora import read_corpus
-from calmix.io import atomic_path, write_json
+from calmix.io import atomic_path
 from calmix.logs import setup_logging
+from calmix.models import write_checkpoint_manifest
 from calmix.tokenizer import train_tokenizer
 from calmix.training import train_model
 
@@ -13,5 +14,5 @@ docs = [d["text"] for d in read_corpus(snakemake.input[0])]
 tokenizer = train_tokenizer(docs, snakemake.params.vocab_size)
 with atomic_path(snakemake.output[0]) as tmp:
     summary = train_model(docs, tokenizer, snakemake.params.arch, snakemake.params.train, snakemake.params.train["seed"], tmp)
-    write_json(tmp / "training.json", summary)
+    summary = write_checkpoint_manifest(tmp, "training.json", **summary)  # its sha256, checked by every job that loads it
 logging.info("done: %s", summary)

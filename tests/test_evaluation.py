@@ -19,6 +19,7 @@ import pytest
 
 from calmix import evaluation
 from calmix.evaluation import MetricError, TaskConfigError, evaluate, load_task_config
+from calmix.models import write_checkpoint_manifest
 from calmix.world import World
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "resources" / "lm_eval_tasks"
@@ -108,6 +109,7 @@ def _save_tiny_llama(path: Path, corpus: list[str]) -> None:
     model = LlamaForCausalLM(config)
     model.save_pretrained(path)
     hf_tok.save_pretrained(path)
+    write_checkpoint_manifest(path)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +169,7 @@ def fit_model(world, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("fit") / "model"
     model.save_pretrained(path)
     tok.save_pretrained(path)
+    write_checkpoint_manifest(path)
     return path
 
 

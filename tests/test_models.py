@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from calmix.models import _verify, load_model, parse_target, prune_checkpoint, target_label
+from calmix.checkpoints import _verify, prune_checkpoint
+from calmix.models import load_model, parse_target, target_label, write_checkpoint_manifest
 from calmix.pruning import PruningError
 from calmix.world import World
 
@@ -20,6 +21,7 @@ def dense_dir(tmp_path_factory, world_tokenizer):
                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
     LlamaForCausalLM(config).save_pretrained(path)
     world_tokenizer.save_pretrained(path)
+    write_checkpoint_manifest(path)
     return path
 
 

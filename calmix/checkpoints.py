@@ -1,0 +1,75 @@
+"""Pruned checkpoints: prune a model with a shard's windows, save it, reload it and verify it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from fnmatch import fnmatch
+from pathlib import Path
+
+import torch
+
+from calmix.io import atomic_path, read_json
+from calmix.models import load_model, parse_target, target_label, write_checkpoint_manifest
+from calmix.pruning import PruningError, model_sparsity, nm_valid, prune_model
+from calmix.shards import load_windows, manifest_path
+from calmix.tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+SPARSITY_TOLERANCE = 0.005
+
+
+def _verify(model, sparsity: float, prunen: int, prunem: int, skip: list[str]) -> dict:
+    """Sparsity of the reloaded checkpoint's pruned linears; an error if any is off target."""
+    found = model_sparsity(model)
+    weights = dict(model.named_parameters())
+    checked = {n: s for n, s in found["layers"].items() if not any(fnmatch(n, p) for p in skip)}
+    # Per-row methods (Wanda) round each row's count down, so a layer may fall 1/in_features short.
+    off = sorted(
+        n for n, s in checked.items()
+        if abs(s - sparsity) > max(SPARSITY_TOLERANCE, 1 / weights[f"{n}.weight"].shape[1])
+    )
+    if prunem:
+        off += sorted(n for n in checked if not nm_valid(weights[f"{n}.weight"].detach(), prunen, prunem))
+    if off:
+        raise PruningError(
+            f"reloaded checkpoint is off target {sparsity:g}{f' ({prunen}:{prunem})' if prunem else ''}: "
+            f"{len(off)} linear layers, e.g. {off[:3]} (sparsities {[round(checked[n], 4) for n in off[:3]]})"
+        )
+    return {"sparsity": sum(checked.values()) / max(1, len(checked)), "layers_checked": len(checked), **({"nm_valid": True} if prunem else {})}
+
+
+def prune_checkpoint(
+    model_dir: str | Path, shard: str | Path | None, out_dir: str | Path, *, method: str, target: str,
+    dtype: str = "float32", device: str = "cpu", skip: list[str] = (), **options,
+) -> dict:
+    """Prune model_dir (with the shard's windows unless data-free) into out_dir, verified on reload.
+
+    target is the path label ('0.6' or '2of4'); options go to calmix.pruning.prune_model. The
+    checkpoint is dense safetensors with exact zeros (what transformers and vLLM load) plus
+    prune_report.json. A checkpoint whose reloaded sparsity is off target is an error, never output.
+    """
+    start = time.perf_counter()
+    sparsity, prunen, prunem = parse_target(target)
+    model = load_model(model_dir, dtype)
+    windows = torch.from_numpy(load_windows(shard)) if shard is not None else None
+    report = prune_model(
+        model, windows, sparsity, method=method, prunen=prunen, prunem=prunem, device=device,
+        skip=list(skip), **options,
+    )
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(str(tmp))
+        load_tokenizer(model_dir).save_pretrained(str(tmp))
+        verified = _verify(load_model(tmp, dtype, verify=False), sparsity, prunen, prunem, list(skip))
+        report.update(
+            target=target_label(target),
+            shard=str(shard) if shard is not None else None,
+            shard_sha256=read_json(manifest_path(shard))["sha256"] if shard is not None else None,
+            dense_model=str(model_dir),
+            verified=verified,
+            job_wall_time_s=round(time.perf_counter() - start, 2),
+        )
+        report = write_checkpoint_manifest(tmp, "prune_report.json", **report)
+    log.info("pruned %s with %s to %s (verified sparsity %.4f) -> %s", model_dir, method, target_label(target), verified["sparsity"], out_dir)
+    return report
