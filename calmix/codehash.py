@@ -58,11 +58,15 @@ def _parse(path: Path) -> ast.AST:
     return ast.parse(path.read_text(), filename=str(path))
 
 
+def text_digest(text: str) -> str:
+    """sha256, 16 hex digits: short enough to read in a param, long enough never to collide here."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @cache
 def module_digest(path: Path) -> str:
-    """sha256 (16 hex digits) of a module's syntax tree without docstrings: what the code does."""
-    tree = _without_docstrings(ast.parse(path.read_text(), filename=str(path)))
-    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+    """Digest of a module's syntax tree without docstrings: what the code does."""
+    return text_digest(ast.dump(_without_docstrings(ast.parse(path.read_text(), filename=str(path)))))
 
 
 def library_modules(script: str | Path) -> list[str]:

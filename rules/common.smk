@@ -33,7 +33,7 @@ DATA_FREE = {"magnitude"}  # methods that use no calibration data: one checkpoin
 DEVICE = config["device"]
 GPU = int(DEVICE == "cuda")
 DIMENSIONS = list(config["evaluation"]["dimensions"])
-TASK_DIR = str(RESOURCES / "lm_eval_tasks")
+TASK_DIR = "resources/lm_eval_tasks"  # relative to the repository: params never name where it is checked out
 # lm-eval settings shared by every evaluation job; the code-execution opt-in only when given, so
 # studies without it keep their params (and their finished evaluations).
 HARNESS = {
@@ -147,7 +147,7 @@ def world_seed_of(spec):
 def builtin_tasks(dimension):
     """The dimension's lm-eval built-in tasks (their data is fetched from the hub ahead of time)."""
     tasks = config["evaluation"]["dimensions"][dimension]["tasks"]
-    return [t for t in tasks if not (RESOURCES / "lm_eval_tasks" / f"{t}.yaml").is_file()]
+    return [t for t in tasks if not (Path(workflow.basedir) / TASK_DIR / f"{t}.yaml").is_file()]
 
 
 def harness(dimension):
@@ -164,6 +164,13 @@ def harness(dimension):
     if spec.get("metric"):
         settings["metric"] = spec["metric"]
     return settings
+
+
+def task_definitions(dimension):
+    """{task: digest} of the dimension's task YAMLs shipped with calmix: editing one reruns its evaluations."""
+    tasks = config["evaluation"]["dimensions"][dimension]["tasks"]
+    yamls = {t: Path(workflow.basedir) / TASK_DIR / f"{t}.yaml" for t in tasks}
+    return {t: codehash.text_digest(path.read_text()) for t, path in yamls.items() if path.is_file()}
 
 
 def task_data(dimension):

@@ -14,9 +14,11 @@ rule evaluate_dense:
         harness=lambda wc: harness(wc.dimension),
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         task_dir=TASK_DIR,
+        task_definitions=lambda wc: task_definitions(wc.dimension),
         device=DEVICE,
     resources:
         gpu=GPU,
+        mem_mb=lambda wc, input: model_mem_mb(wc.model, input.size_mb),
     conda:
         "../envs/calmix.yaml"
     log:

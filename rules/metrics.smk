@@ -13,6 +13,7 @@ rule metrics:
         device=DEVICE,
     resources:
         gpu=GPU,
+        mem_mb=lambda wc, input: model_mem_mb(wc.model, input.size_mb),
     conda:
         "../envs/calmix.yaml"
     log:

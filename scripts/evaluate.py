@@ -14,7 +14,7 @@ with compute_device(snakemake.params.device) as device:
     result = evaluate(
         snakemake.input.model,
         snakemake.params.tasks,
-        task_dir=Path(snakemake.params.task_dir),
+        task_dir=Path(snakemake.scriptdir).parent / snakemake.params.task_dir,
         data_root=Path.cwd(),
         dtype=snakemake.params.dtype,
         device=device,

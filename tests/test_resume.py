@@ -1,0 +1,197 @@
+"""Faults: a SIGKILLed run resumes to identical results, damaged files are refused, code edits rerun their stages.
+
+Each test works on a copy of the finished tiny run (the `tiny_run` fixture in conftest.py).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+TINY = REPO / "experiments" / "world-tiny.yaml"
+PRUNED = "results/pruned/world/sparsegpt/0.5/web/seed0"
+EVAL = "results/eval/world/wanda/0.5/code/seed1/perplexity.json"
+SHARD = "results/shards/world/web/seed0.parquet"
+
+pytestmark = pytest.mark.workflow
+
+
+def command(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> list[str]:
+    return [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(TINY)]
+
+
+def run(workdir: Path, *args: str, env: dict | None = None, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
+    return subprocess.run(command(workdir, *args, snakefile=snakefile), capture_output=True, text=True, cwd=workdir, env=env)
+
+
+@pytest.fixture
+def finished(tiny_run, tmp_path) -> Path:
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    return workdir
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def kill_when(workdir: Path, args: list[str], ready, timeout: float = 300) -> None:
+    """Start snakemake, wait until ready() holds, then SIGKILL it and every job it started."""
+    proc = subprocess.Popen(command(workdir, *args), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, "the run ended before the moment to kill it"
+            assert time.monotonic() < deadline, "the moment to kill never came"
+            time.sleep(0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def resume(workdir: Path) -> subprocess.CompletedProcess:
+    """What a user does after a crash: --unlock (the killed run's lock is left), then the same command again.
+
+    profiles/default sets rerun-incomplete, so jobs the kill interrupted rerun without asking.
+    """
+    locked = run(workdir)
+    assert locked.returncode != 0 and "--unlock" in locked.stderr  # Snakemake says what to do
+    assert run(workdir, "--unlock").returncode == 0
+    result = run(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+AGGREGATES = ["results/report.md", "results/plots", *[f"results/tables/{t}.{ext}" for ext in ("csv", "parquet")
+               for t in ("retention", "retention_summary", "retention_settings", "retention_comparisons", "correlations")]]
+
+
+def unfinished(workdir: Path, *outputs: str) -> None:
+    """Remove outputs and the aggregates downstream of them, as if the run had not reached them yet.
+
+    (Snakemake does not rebuild a missing intermediate file whose consumers are up to date.)
+    """
+    for out in [*outputs, *AGGREGATES]:
+        path = workdir / out
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def test_sigkill_while_a_prune_writes_its_checkpoint_resumes_to_identical_results(finished, tiny_run):
+    evals = [f"{PRUNED}/{d}.{ext}".replace("results/pruned", "results/eval") for d in ("general", "perplexity")
+             for ext in ("json", "items.parquet")]
+    unfinished(finished, PRUNED, *evals)
+    parent = (finished / PRUNED).parent
+
+    def writing() -> bool:  # the checkpoint's temporary folder exists: save_pretrained, reload or hashing runs
+        return any(parent.glob(".seed0.tmp-*"))
+
+    kill_when(finished, [], writing)
+    assert not (finished / PRUNED).exists()  # killed before the rename: nothing that looks finished
+    assert any(parent.glob(".seed0.tmp-*"))  # what SIGKILL left behind
+    resume(finished)
+    assert not any(parent.glob(".seed0.tmp-*"))
+    original = tiny_run
+    resumed, uninterrupted = files_under(finished / PRUNED), files_under(original / PRUNED)
+    report = json.loads(resumed.pop("prune_report.json"))  # its timings differ; the weights it records do not
+    assert report["weights_sha256"] == json.loads(uninterrupted.pop("prune_report.json"))["weights_sha256"]
+    assert resumed == uninterrupted and "model.safetensors" in resumed
+    for out in [*evals, "results/tables/retention.csv", "results/tables/correlations.csv"]:
+        assert (finished / out).read_bytes() == (original / out).read_bytes(), out
+
+
+def test_sigkill_during_an_evaluation_resumes_to_identical_scores(finished, tiny_run):
+    items = EVAL.replace(".json", ".items.parquet")
+    unfinished(finished, EVAL, items)
+    log = finished / "logs/evaluate_pruned/world/wanda/0.5/code/seed1/perplexity.log"
+    log.unlink()
+
+    def evaluating() -> bool:  # the job's script has started and is logging
+        return log.is_file() and log.stat().st_size > 0
+
+    kill_when(finished, [], evaluating)
+    assert not (finished / EVAL).exists() and not (finished / items).exists()
+    resume(finished)
+    for out in (EVAL, items, "results/tables/retention.csv"):
+        assert (finished / out).read_bytes() == (tiny_run / out).read_bytes(), out
+
+
+def test_a_truncated_shard_stops_its_consumer_naming_the_file_and_the_rebuild(finished):
+    original = (finished / SHARD).read_bytes()
+    (finished / SHARD).write_bytes(original[:-64])
+    failed = run(finished, "--forcerun", PRUNED)
+    assert failed.returncode != 0
+    log = (finished / "logs/prune/world/sparsegpt/0.5/web/seed0.log").read_text()
+    message = f"{SHARD}: sha256 does not match its manifest"
+    assert message in failed.stderr + log and f"--forcerun {SHARD}" in failed.stderr + log
+    assert "Error in rule prune" in failed.stderr
+    rebuilt = run(finished, "--forcerun", SHARD)  # the command the error gives
+    assert rebuilt.returncode == 0, rebuilt.stderr[-4000:]
+    assert (finished / SHARD).read_bytes() == original
+
+
+def test_an_edited_checkpoint_stops_its_evaluation_naming_the_file_and_the_rebuild(finished):
+    weights = finished / PRUNED / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-8] + bytes(8))
+    target = f"{PRUNED}/general.json".replace("results/pruned", "results/eval")
+    failed = run(finished, "--forcerun", target)
+    assert failed.returncode != 0
+    log = (finished / "logs/evaluate_pruned/world/sparsegpt/0.5/web/seed0/general.log").read_text()
+    assert f"{weights.relative_to(finished)} has a sha256 other than prune_report.json records" in log
+    assert f"--forcerun {PRUNED}" in log
+    rebuilt = run(finished, "--forcerun", PRUNED)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-4000:]
+    assert weights.read_bytes() == original
+
+
+def planned(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """{rule: jobs} from the dry run's job stats table."""
+    table = result.stdout.partition("Job stats:")[2].partition("total")[0]
+    return {rule: int(n) for rule, n in (line.split() for line in table.splitlines()[3:] if line.strip())}
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """The workflow and its library, copied so a test can edit a module; PYTHONPATH makes jobs import the copy."""
+    copy = tmp_path / "repo"
+    copy.mkdir()
+    for name in ("Snakefile", "rules", "scripts", "resources", "calmix", "profiles", "envs", "report"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif (REPO / name).exists():
+            shutil.copy2(REPO / name, copy / name)
+    return copy
+
+
+@pytest.mark.parametrize("module, edit, reruns", [
+    ("pruning.py", "\nEDITED = 1\n", {"prune", "evaluate_pruned", "retention", "correlations", "report", "all"}),
+    ("metrics.py", "\nEDITED = 1\n", {"metrics", "metric_table", "correlations", "report", "all"}),
+    ("evaluation.py", "\nEDITED = 1\n", {"evaluate_dense", "evaluate_pruned", "retention", "correlations", "report", "all"}),
+    ("plots.py", "\nEDITED = 1\n", {"report", "all"}),
+    ("pruning.py", "\n# a comment, and a docstring edit below, change nothing the code does\n", set()),
+])
+def test_editing_a_library_module_reruns_exactly_the_stages_that_import_it(finished, repo_copy, module, edit, reruns):
+    path = repo_copy / "calmix" / module
+    text = path.read_text()
+    if "comment" in edit:
+        text = text.replace('"""', '"""Edited. ', 1)
+    path.write_text(text + edit)
+    env = {**os.environ, "PYTHONPATH": str(repo_copy)}
+    result = run(finished, "-n", env=env, snakefile=repo_copy / "Snakefile")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert set(planned(result)) == reruns, result.stdout[-3000:]
+    if reruns:
+        first = {"pruning.py": "prune", "metrics.py": "metrics", "evaluation.py": "evaluate_pruned", "plots.py": "report"}[module]
+        jobs = result.stdout.split("\nrule ")[1:] + result.stdout.split("\nlocalrule ")[1:]
+        reasons = [job for job in jobs if job.startswith(f"{first}:")]
+        assert reasons and all("Params have changed since last execution" in job for job in reasons)
