@@ -25,6 +25,21 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
+# Jobs that take a second or two run on the submitting host under a cluster executor: every SLURM job
+# starts Snakemake again inside the job (3-4 s) and waits in the queue. (The fetch rules and corpus
+# are local for another reason: only the submitting host reaches the hub; see rules/fetch.smk.)
+localrules:
+    all,
+    world_corpus,
+    world_eval_items,
+    shard,
+    mix,
+    metric_table,
+    retention,
+    correlations,
+    report,
+
+
 rule all:
     input:
         rules.report.output,

@@ -1,7 +1,46 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import yaml
 
 from calmix.tokenizer import train_tokenizer
 from calmix.world import World
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+TINY = REPO / "experiments" / "world-tiny.yaml"
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]  # last: it takes every value that follows it
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_tiny_study(workdir: Path) -> Path:
+    result = snakemake(workdir, configfile=TINY)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny study run from scratch on this machine (the reference for the SLURM run)."""
+    return run_tiny_study(tmp_path_factory.mktemp("first"))
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_run, tmp_path_factory):
+    """The tiny study run twice from scratch, in two working directories."""
+    return [tiny_run, run_tiny_study(tmp_path_factory.mktemp("second"))]
 
 
 @pytest.fixture(scope="session")

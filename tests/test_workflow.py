@@ -8,39 +8,23 @@ import copy
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, TINY, snakemake, write_config  # the tiny_runs fixture lives there too
 
-REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-TINY = REPO / "experiments" / "world-tiny.yaml"
 CONFIGS = [REPO / "config.yaml", *sorted((REPO / "experiments").glob("*.yaml"))]
 
 pytestmark = pytest.mark.workflow
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    if configfile is not None:
-        cmd += ["--configfile", str(configfile)]  # last: it takes every value that follows it
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
 
 
 def planned_jobs(output: str) -> list[tuple[str, str]]:
     """(rule, first output) for every job a dry run plans."""
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    output: ([^,\n]+)", output, flags=re.M)
     return sorted(jobs)
-
-
-def write_config(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 def test_lint_is_clean(tmp_path):
@@ -123,18 +107,6 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, case):
     assert result.returncode != 0
     assert f"config key '{key}'" in result.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
-
-
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory):
-    """The tiny study run twice from scratch, in two working directories."""
-    runs = []
-    for name in ("first", "second"):
-        workdir = tmp_path_factory.mktemp(name)
-        result = snakemake(workdir, configfile=TINY)
-        assert result.returncode == 0, result.stderr[-5000:]
-        runs.append(workdir)
-    return runs
 
 
 PLOTS = ["rho_heatmap.png", "retention.png", "profile.png",
