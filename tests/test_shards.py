@@ -94,7 +94,7 @@ def test_tampered_shard_is_refused(tmp_path, make_shard):
     path = tmp_path / "s.parquet"
     make_shard(World(0).documents("qa", 50, seed=1), path)
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(ShardError, match=r"sha256 does not match .* --forcerun "):
+    with pytest.raises(ShardError, match=r"sha256 does not match .*--forcerun "):
         load_windows(path)
 
 

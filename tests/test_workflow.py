@@ -42,15 +42,17 @@ def test_dry_run_plans_the_whole_study(tmp_path, config):
 
 
 def test_paper_config_plans_every_job_offline(tmp_path):
-    # 15 hub sources x 1 seed, one hub model, SparseGPT at one sparsity, 4 dimensions (one fetch of
-    # lm-eval task data each), plus the aggregates; target rules without outputs (all) are not listed.
+    # 15 hub sources and 4 builders (a mix, and Self-Cal, SGS and IGSP, each from its own generated
+    # pool) x 1 seed, one hub model, SparseGPT at one sparsity, 4 dimensions (one fetch of lm-eval task
+    # data each), plus the aggregates; target rules without outputs (all) are not listed.
     result = snakemake(tmp_path, "-n", configfile=REPO / "experiments" / "paper-llama3.1-8b.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
     counts = collections.Counter(rule for rule, _ in planned_jobs(result.stdout))
+    sets = 15 + 4
     assert counts == {
-        "fetch_model": 1, "corpus": 15, "tokenize": 15, "shard": 15, "metrics": 15, "metric_table": 1,
-        "prune": 15, "fetch_task_data": 4, "evaluate_dense": 4, "evaluate_pruned": 15 * 4,
-        "retention": 1, "correlations": 1, "report": 1,
+        "fetch_model": 1, "corpus": 15, "tokenize": 15, "shard": 15, "mix": 1, "generate_pool": 3,
+        "select_windows": 3, "metrics": sets, "metric_table": 1, "prune": sets, "fetch_task_data": 4,
+        "evaluate_dense": 4, "evaluate_pruned": sets * 4, "retention": 1, "correlations": 1, "report": 1,
     }
     assert not (tmp_path / "results").exists()
 
