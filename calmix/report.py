@@ -133,8 +133,40 @@ def _best_worst(table: pd.DataFrame) -> pd.DataFrame:
                                        "spread (points)"])
 
 
-def _comparison_table(g: pd.DataFrame) -> pd.DataFrame:
-    """Rows: comparisons; columns: dimensions and total; cells: difference in points [interval]."""
+#: The total-retention differences (points) the paper reports (arXiv 2606.03328, abstract: Llama-3.1-8B,
+#: SparseGPT at 60%), keyed by (kind of the built set, what it is compared with): the uniform mix
+#: 58.8% against 50.0% for the best single source and 40.0% for C4; IGSP 2.4 points above Self-Cal and
+#: 4.8 above SGS. Shown beside this study's own differences, never used in a computation.
+PAPER_DIFFERENCES = {
+    ("mix", "best single source"): 8.8,
+    ("mix", "baseline"): 18.8,
+    ("igsp", "selfcal"): 2.4,
+    ("igsp", "sgs"): 4.8,
+}
+
+
+def paper_difference(calib: str, versus: str, comparison: str, builders: dict[str, str],
+                     baseline: str | None) -> float | None:
+    """The paper's figure for one comparison of the comparisons table, or None where it reports none.
+
+    builders: built set -> kind (config calibration.builders); baseline: report.baseline, the
+    study's stand-in for C4."""
+    if comparison.endswith(" vs best single source"):
+        role = "best single source"
+    elif versus == baseline:
+        role = "baseline"
+    else:
+        role = builders.get(versus)
+    return PAPER_DIFFERENCES.get((builders.get(calib), role))
+
+
+PAPER_COLUMN = "paper, total (Llama-3.1-8B, SparseGPT 60%)"
+
+
+def _comparison_table(g: pd.DataFrame, builders: dict[str, str] | None = None,
+                      baseline: str | None = None) -> pd.DataFrame:
+    """Rows: comparisons; columns: dimensions and total; cells: difference in points [interval]; with
+    builders, a last column with the paper's total difference where it reports one."""
     shown = g[g["level"].isin(["dimension", TOTAL])]
     cells = shown.assign(cell=[
         "n/a" if not np.isfinite(r.difference) else
@@ -145,18 +177,25 @@ def _comparison_table(g: pd.DataFrame) -> pd.DataFrame:
         index=pd.unique(cells["comparison"]), columns=pd.unique(cells["name"]))
     versus = cells.drop_duplicates("comparison").set_index("comparison")["versus"]
     grid.insert(0, "versus", versus.reindex(grid.index))
+    if builders is not None:
+        first = cells.drop_duplicates("comparison").set_index("comparison")
+        grid[PAPER_COLUMN] = [
+            "" if (d := paper_difference(first.at[c, "calib"], first.at[c, "versus"], c, builders, baseline)) is None
+            else f"{d:+.1f}" for c in grid.index]
     return grid.rename_axis(None, axis=1).reset_index()
 
 
 def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.DataFrame, corr: pd.DataFrame,
                    metrics: pd.DataFrame, path: str | os.PathLike, *, title: str = "calmix report",
-                   notes: Sequence[str] = (), comparisons: pd.DataFrame | None = None) -> Path:
+                   notes: Sequence[str] = (), comparisons: pd.DataFrame | None = None,
+                   builders: dict[str, str] | None = None, baseline: str | None = None) -> Path:
     """Write results/report.md atomically.
 
     Sections: notes, definitions (as computed), dense scores per task, methods at a glance, then per
     (model, method, sparsity): retention and chance-adjusted retention (%) per set x dimension + total
     with intervals, sorted by total; best and worst set per dimension; the rho grid with intervals, p
-    and q; the opposite-sign pairs; finally the OIT metrics (mean over seeds).
+    and q; the opposite-sign pairs; the built sets' comparisons (with the paper's figures where
+    ``builders``, name -> kind, is given); finally the OIT metrics (mean over seeds).
     """
     out: list[str] = [f"# {title}", ""]
     if notes:
@@ -209,9 +248,12 @@ def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.
     if comparisons is not None and not comparisons.empty:
         out += ["## Built calibration sets against single sources", "",
                 "Difference in retention (points), built set minus the set it is compared with, mean over seeds "
-                "[95% paired bootstrap interval].", ""]
+                "[95% paired bootstrap interval]."
+                + (f" The last column is the paper's total difference for the comparisons it reports, for reference "
+                   f"only (calmix.report.PAPER_DIFFERENCES); {baseline} stands in for C4." if builders is not None
+                   else ""), ""]
         for key, g in comparisons.groupby(GROUP, sort=False, dropna=False):
-            out += [f"### {group_title(key)}", "", _to_markdown(_comparison_table(g)), ""]
+            out += [f"### {group_title(key)}", "", _to_markdown(_comparison_table(g, builders, baseline)), ""]
 
     out += ["## OIT metrics of the calibration sets", "", "Mean over seeds.", ""]
     names = metric_columns(metrics)

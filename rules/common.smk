@@ -27,6 +27,8 @@ BUILDERS = config["calibration"]["builders"]
 MIXES = [name for name, spec in BUILDERS.items() if spec["kind"] == "mix"]
 SELF_GENERATED = [name for name, spec in BUILDERS.items() if spec["kind"] != "mix"]
 CALIBS = SOURCES + list(BUILDERS)  # every calibration set: single sources, then built sets
+BUILDER_KINDS = {name: spec["kind"] for name, spec in BUILDERS.items()}
+BASELINE = config["report"]["baseline"] or SOURCES[0]  # the study's default (C4-like) source
 SEEDS = config["calibration"]["seeds"]
 METHODS = config["pruning"]["methods"]
 DATA_FREE = {"magnitude"}  # methods that use no calibration data: one checkpoint, calib "none"
@@ -107,7 +109,7 @@ def self_generation(wildcards):
     selection = {k: spec.get(k, v) for k, v in SELECTION_KNOBS[kind].items()}
     if kind == "igsp":
         selection["strata"] = spec.get("strata", len(DIMENSIONS))
-    prefix = spec.get("prefix_source") or config["report"]["baseline"] or SOURCES[0]
+    prefix = spec.get("prefix_source") or BASELINE
     return {
         "kind": kind,
         "size": pool_size(kind, config["calibration"]["nsamples"], generation, selection),

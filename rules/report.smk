@@ -45,8 +45,8 @@ rule retention:
         code=library_code("retention.py"),
         bootstrap=config["report"]["bootstrap"],
         sources=SOURCES,
-        builders={name: spec["kind"] for name, spec in BUILDERS.items()},
-        baseline=config["report"]["baseline"] or SOURCES[0],
+        builders=BUILDER_KINDS,
+        baseline=BASELINE,
     conda:
         "../envs/calmix.yaml"
     log:
@@ -129,6 +129,8 @@ rule report:
     params:
         code=library_code("report.py"),
         title=config["report"]["title"],
+        builders=BUILDER_KINDS,
+        baseline=BASELINE,
     conda:
         "../envs/calmix.yaml"
     log:

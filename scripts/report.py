@@ -26,4 +26,5 @@ provenance = [
     "Figures: results/plots/ (calmix.plots); the full HTML report: snakemake --report results/report.html.",
 ]
 write_markdown(tables["summary"], tables["settings"], tables["retention"], tables["correlations"], tables["metrics"], out.md,
-               title=snakemake.params.title, notes=provenance, comparisons=tables["comparisons"])
+               title=snakemake.params.title, notes=provenance, comparisons=tables["comparisons"],
+               builders=snakemake.params.builders, baseline=snakemake.params.baseline)

@@ -465,3 +465,16 @@ def test_built_sets_section_and_plot(tmp_path, retention):
     without = report.write_markdown(tables.over_seeds, tables.over_sets, tables.per_checkpoint,
                                     cr.correlation_table(make_metrics(), retention), make_metrics(), tmp_path / "n.md")
     assert "Built calibration sets" not in without.read_text()
+
+
+def test_paper_figures_sit_beside_the_comparisons_they_belong_to():
+    builders = {"m": "mix", "w": "mix", "i": "igsp", "s": "selfcal", "g": "sgs"}
+    figure = lambda calib, versus, label: report.paper_difference(calib, versus, label, builders, "web")  # noqa: E731
+    assert figure("m", "code", "m vs best single source") == 8.8
+    assert figure("w", "web", "w vs web") == 18.8  # the baseline stands in for C4
+    assert figure("i", "s", "i vs s") == 2.4 and figure("i", "g", "i vs g") == 4.8
+    assert figure("i", "web", "i vs web") is None and figure("s", "code", "s vs best single source") is None
+    pairs = rt.builder_comparisons(["A", "B", "C"], {"D": "mix"}, baseline="A")
+    tables = rt.retention_with_intervals(make_records(), rt.Bootstrap(resamples=50), pairs)
+    table = report._comparison_table(tables.comparisons, {"D": "mix"}, "A").set_index("comparison")
+    assert table[report.PAPER_COLUMN].to_dict() == {"D vs best single source": "+8.8", "D vs A": "+18.8"}
