@@ -206,9 +206,11 @@ def plot_scatters(corr: pd.DataFrame, metrics: pd.DataFrame, summary: pd.DataFra
     return written
 
 
-def plot_comparisons(comparisons: pd.DataFrame, path: str | os.PathLike) -> Path:
+def plot_comparisons(comparisons: pd.DataFrame, path: str | os.PathLike, paper: dict[str, float] | None = None
+                     ) -> Path:
     """Horizontal bars: each comparison's difference in retention (points) per dimension and total,
-    with its paired bootstrap interval; one panel per (model, method, sparsity)."""
+    with its paired bootstrap interval; one panel per (model, method, sparsity). paper: comparison ->
+    the paper's total difference (points), drawn as a hollow diamond on the total bar's row."""
     rows = comparisons[comparisons["level"].isin(["dimension", TOTAL])]
     if rows.empty:
         raise ValueError("comparisons table has no dimension rows; nothing to plot")
@@ -227,8 +229,13 @@ def plot_comparisons(comparisons: pd.DataFrame, path: str | os.PathLike) -> Path
             diff = 100 * part["difference"].to_numpy(float)
             err = 100 * np.nan_to_num(np.stack([part["difference"] - part["difference_low"],
                                                 part["difference_high"] - part["difference"]]), nan=0.0).clip(min=0)
-            ax.barh(y + (k - (len(names) - 1) / 2) * height, diff, height, xerr=err, label=name,
+            offset = (k - (len(names) - 1) / 2) * height
+            ax.barh(y + offset, diff, height, xerr=err, label=name,
                     color="0.25" if name == TOTAL else palette(k % 10), error_kw={"elinewidth": 0.7, "capsize": 1.5})
+            marked = [i for i, label in enumerate(labels) if name == TOTAL and label in (paper or {})]
+            if marked:
+                ax.plot([paper[labels[i]] for i in marked], y[marked] + offset, "D", markersize=6,
+                        markerfacecolor="none", markeredgecolor="black", label="paper, total")
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(y, labels, fontsize=8)
         ax.invert_yaxis()

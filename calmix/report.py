@@ -160,6 +160,14 @@ def paper_difference(calib: str, versus: str, comparison: str, builders: dict[st
     return PAPER_DIFFERENCES.get((builders.get(calib), role))
 
 
+def paper_figures(comparisons: pd.DataFrame, builders: dict[str, str], baseline: str | None) -> dict[str, float]:
+    """comparison label -> the paper's total difference, for the comparisons of the table it reports."""
+    first = comparisons.drop_duplicates("comparison")
+    figures = {r.comparison: paper_difference(r.calib, r.versus, r.comparison, builders, baseline)
+               for r in first.itertuples()}
+    return {label: figure for label, figure in figures.items() if figure is not None}
+
+
 PAPER_COLUMN = "paper, total (Llama-3.1-8B, SparseGPT 60%)"
 
 
@@ -178,10 +186,8 @@ def _comparison_table(g: pd.DataFrame, builders: dict[str, str] | None = None,
     versus = cells.drop_duplicates("comparison").set_index("comparison")["versus"]
     grid.insert(0, "versus", versus.reindex(grid.index))
     if builders is not None:
-        first = cells.drop_duplicates("comparison").set_index("comparison")
-        grid[PAPER_COLUMN] = [
-            "" if (d := paper_difference(first.at[c, "calib"], first.at[c, "versus"], c, builders, baseline)) is None
-            else f"{d:+.1f}" for c in grid.index]
+        figures = paper_figures(g, builders, baseline)
+        grid[PAPER_COLUMN] = [f"{figures[c]:+.1f}" if c in figures else "" for c in grid.index]
     return grid.rename_axis(None, axis=1).reset_index()
 
 

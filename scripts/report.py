@@ -4,7 +4,7 @@ import pandas as pd
 
 from calmix import plots
 from calmix.logs import setup_logging
-from calmix.report import write_markdown
+from calmix.report import paper_figures, write_markdown
 
 setup_logging(snakemake.log[0])
 tables = {name: pd.read_parquet(path) for name, path in snakemake.input.items()}
@@ -13,8 +13,10 @@ plots.plot_rho_heatmap(tables["correlations"], out.heatmap)
 plots.plot_scatters(tables["correlations"], tables["metrics"], tables["summary"], out.scatter)
 plots.plot_retention(tables["summary"], out.retention_plot)
 plots.plot_profile(tables["summary"], out.profile)
+params = snakemake.params
 if "builders" in out.keys():
-    plots.plot_comparisons(tables["comparisons"], out.builders)
+    paper = paper_figures(tables["comparisons"], params.builders, params.baseline)
+    plots.plot_comparisons(tables["comparisons"], out.builders, paper)
 provenance = [
     "Scores: results/eval/<model>/dense|<method>/<target>/<calib>/seed<seed>/<dimension>.json, per-item "
     "scores beside them in .items.parquet (lm-eval via calmix.evaluation).",
@@ -26,5 +28,5 @@ provenance = [
     "Figures: results/plots/ (calmix.plots); the full HTML report: snakemake --report results/report.html.",
 ]
 write_markdown(tables["summary"], tables["settings"], tables["retention"], tables["correlations"], tables["metrics"], out.md,
-               title=snakemake.params.title, notes=provenance, comparisons=tables["comparisons"],
-               builders=snakemake.params.builders, baseline=snakemake.params.baseline)
+               title=params.title, notes=provenance, comparisons=tables["comparisons"],
+               builders=params.builders, baseline=params.baseline)

@@ -467,7 +467,7 @@ def test_built_sets_section_and_plot(tmp_path, retention):
     assert "Built calibration sets" not in without.read_text()
 
 
-def test_paper_figures_sit_beside_the_comparisons_they_belong_to():
+def test_paper_figures_sit_beside_the_comparisons_they_belong_to(tmp_path):
     builders = {"m": "mix", "w": "mix", "i": "igsp", "s": "selfcal", "g": "sgs"}
     figure = lambda calib, versus, label: report.paper_difference(calib, versus, label, builders, "web")  # noqa: E731
     assert figure("m", "code", "m vs best single source") == 8.8
@@ -478,3 +478,8 @@ def test_paper_figures_sit_beside_the_comparisons_they_belong_to():
     tables = rt.retention_with_intervals(make_records(), rt.Bootstrap(resamples=50), pairs)
     table = report._comparison_table(tables.comparisons, {"D": "mix"}, "A").set_index("comparison")
     assert table[report.PAPER_COLUMN].to_dict() == {"D vs best single source": "+8.8", "D vs A": "+18.8"}
+    paper = report.paper_figures(tables.comparisons, {"D": "mix"}, "A")
+    assert paper == {"D vs best single source": 8.8, "D vs A": 18.8}
+    marked, plain = (pl.plot_comparisons(tables.comparisons, tmp_path / name, figures)
+                     for name, figures in (("marked.png", paper), ("plain.png", None)))
+    assert marked.read_bytes()[:8] == PNG_MAGIC and marked.read_bytes() != plain.read_bytes()
