@@ -232,7 +232,7 @@ def plot_comparisons(comparisons: pd.DataFrame, path: str | os.PathLike, paper: 
             offset = (k - (len(names) - 1) / 2) * height
             ax.barh(y + offset, diff, height, xerr=err, label=name,
                     color="0.25" if name == TOTAL else palette(k % 10), error_kw={"elinewidth": 0.7, "capsize": 1.5})
-            marked = [i for i, label in enumerate(labels) if name == TOTAL and label in (paper or {})]
+            marked = [i for i, label in enumerate(labels) if label in paper] if name == TOTAL and paper else []
             if marked:
                 ax.plot([paper[labels[i]] for i in marked], y[marked] + offset, "D", markersize=6,
                         markerfacecolor="none", markeredgecolor="black", label="paper, total")

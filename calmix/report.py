@@ -18,7 +18,7 @@ import pandas as pd
 from calmix.correlation import ALPHA, metric_columns, opposite_sign_pairs
 from calmix.io import write_text
 from calmix.plots import group_title, set_tables
-from calmix.retention import GROUP, TOTAL
+from calmix.retention import BEST_SINGLE, GROUP, TOTAL
 
 DEFINITIONS = [
     "Task retention = pruned score / dense score, the dense score taken from the same model and task "
@@ -138,7 +138,7 @@ def _best_worst(table: pd.DataFrame) -> pd.DataFrame:
 #: 58.8% against 50.0% for the best single source and 40.0% for C4; IGSP 2.4 points above Self-Cal and
 #: 4.8 above SGS. Shown beside this study's own differences, never used in a computation.
 PAPER_DIFFERENCES = {
-    ("mix", "best single source"): 8.8,
+    ("mix", BEST_SINGLE): 8.8,
     ("mix", "baseline"): 18.8,
     ("igsp", "selfcal"): 2.4,
     ("igsp", "sgs"): 4.8,
@@ -151,8 +151,8 @@ def paper_difference(calib: str, versus: str, comparison: str, builders: dict[st
 
     builders: built set -> kind (config calibration.builders); baseline: report.baseline, the
     study's stand-in for C4."""
-    if comparison.endswith(" vs best single source"):
-        role = "best single source"
+    if comparison == f"{calib} vs {BEST_SINGLE}":
+        role = BEST_SINGLE
     elif versus == baseline:
         role = "baseline"
     else:

@@ -403,6 +403,10 @@ def retention_with_intervals(records: list[dict], boot: Bootstrap = Bootstrap(),
     return RetentionTables(table, summary, _summarise_sets(summary, mixed, boot), compared)
 
 
+#: How a comparison against the best single source is labelled: "<built set> vs best single source".
+BEST_SINGLE = "best single source"
+
+
 def builder_comparisons(sources: Sequence[str], builders: dict[str, str], baseline: str | None) -> Comparisons:
     """The comparisons of built calibration sets the report makes in every setting: each built set
     against the best single source (by mean total retention over seeds) and against ``baseline`` (the
@@ -416,7 +420,7 @@ def builder_comparisons(sources: Sequence[str], builders: dict[str, str], baseli
         out = []
         for name in (b for b in builders if b in present):
             if best is not None:
-                out.append((name, best, f"{name} vs best single source"))
+                out.append((name, best, f"{name} vs {BEST_SINGLE}"))
             if baseline in present and baseline != best:
                 out.append((name, baseline, f"{name} vs {baseline}"))
         for name, kind in builders.items():

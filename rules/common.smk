@@ -24,10 +24,10 @@ if "HF_HUB_OFFLINE" not in os.environ:
 MODELS = list(config["models"])
 SOURCES = list(config["calibration"]["sources"])
 BUILDERS = config["calibration"]["builders"]
-MIXES = [name for name, spec in BUILDERS.items() if spec["kind"] == "mix"]
-SELF_GENERATED = [name for name, spec in BUILDERS.items() if spec["kind"] != "mix"]
-CALIBS = SOURCES + list(BUILDERS)  # every calibration set: single sources, then built sets
 BUILDER_KINDS = {name: spec["kind"] for name, spec in BUILDERS.items()}
+MIXES = [name for name, kind in BUILDER_KINDS.items() if kind == "mix"]
+SELF_GENERATED = [name for name, kind in BUILDER_KINDS.items() if kind != "mix"]
+CALIBS = SOURCES + list(BUILDERS)  # every calibration set: single sources, then built sets
 BASELINE = config["report"]["baseline"] or SOURCES[0]  # the study's default (C4-like) source
 SEEDS = config["calibration"]["seeds"]
 METHODS = config["pruning"]["methods"]
