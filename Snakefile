@@ -4,12 +4,24 @@ The DAG: raw corpora -> token ids -> calibration shards -> OIT metrics; shards -
 per-dimension evaluations; dense model -> baseline evaluations; all -> retention, correlations, report.
 """
 
+import os
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# A study is exactly the config the user names: config.yaml when no --configfile is given, else only
+# the --configfile(s), later files overriding earlier ones key by key (and --config key=value last).
+if not workflow.overwrite_configfiles:
+    if not os.path.isfile("config.yaml"):
+        sys.exit(
+            f"calmix error: no config.yaml in {os.getcwd()}; run from the repository root, "
+            "or name the study: --configfile experiments/<study>.yaml"
+        )
+
+    configfile: "config.yaml"
 
 
 report: "report/workflow.rst"

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 from calmix import codehash
@@ -10,10 +11,13 @@ from calmix.corpora import local_files
 RESOURCES = Path(workflow.basedir) / "resources"
 SCRIPTS = Path(workflow.basedir) / "scripts"
 
+# The config files this study is made of, as the user named them (relative to here where they are inside).
+STUDY = [os.path.relpath(f) if Path(f).resolve().is_relative_to(Path.cwd()) else str(f) for f in workflow.configfiles]
+
 try:
     validate_config(config, RESOURCES / "config.schema.yaml")
 except ConfigError as e:
-    raise WorkflowError(f"Invalid config: {e}") from None
+    sys.exit(f"calmix error: invalid config ({', '.join(STUDY)}): {e}")
 
 # Jobs run offline: only the fetch rules (localrules, run on this host) reach the hub, and
 # `snakemake prefetch` runs them ahead, so compute nodes never wait on retries. A user's own
@@ -247,3 +251,10 @@ def per_items(scores):
 def library_code(script):
     """{module: digest} of the calmix modules a script runs: a param, so editing one reruns its rules."""
     return codehash.library_code(SCRIPTS / script)
+
+
+def required_manifest(model):
+    """The manifest a dense model's folder must have when a job loads it: training.json for the world
+    model the workflow trains, so deleting it cannot switch its check off; None for a user's own folder
+    or a hub model's fetch manifest, which are not calmix's to check."""
+    return "training.json" if config["models"][model]["kind"] == "world" else None
