@@ -14,6 +14,7 @@ record it came from (``file:line``, ``split:row``, ``generator:index``) so shard
 
 from __future__ import annotations
 
+import _string  # str.format's own field-name parser
 import csv
 import glob
 import json
@@ -84,21 +85,56 @@ def local_files(pattern: str) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 
 
+class TemplateError(ValueError):
+    """A template that does more than read record fields; the message says what to write instead."""
+
+
 def template_fields(template: str) -> list[str]:
-    """Top-level record fields a template reads: '{q}\\n{choices[text]}' -> ['q', 'choices']."""
-    fields = []
-    for _, field, _, _ in string.Formatter().parse(template):
-        if field:
-            top = re.split(r"[.\[]", field, maxsplit=1)[0]
-            if top not in fields:
-                fields.append(top)
+    """Top-level record fields a template reads: '{q}\\n{choices[text][0]}' -> ['q', 'choices'].
+
+    The one rule for templates, shared by the corpus and the config check: a replacement field names a
+    record field and may index into it, nothing else. Attribute access ({text.upper}) would format a
+    bound method's repr, whose memory address differs between runs, so the corpus would too;
+    conversions ({text!r}), format specs ({text:>10}) and positional fields ({}, {0}) are not field
+    reads either. A template that reads no field makes every document the same text. Raises
+    TemplateError naming the field and what to write instead.
+    """
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise TemplateError(f"{template!r} is not a str.format template ({e}); write a literal brace as {{{{ or }}}}") from None
+    fields: list[str] = []
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        top, rest = _string.formatter_field_name_split(field)
+        if top == "" or isinstance(top, int):
+            raise TemplateError(f"{shown} is a positional field, which a record cannot fill; name a field, e.g. {{text}}")
+        attributes = [key for is_attribute, key in rest if is_attribute]
+        if attributes:
+            raise TemplateError(
+                f"{shown} reads the attribute {attributes[0]!r} of field {top!r} (a method would be formatted with its "
+                f"memory address, which differs between runs); read fields only, indexing as in {{choices[text][0]}}"
+            )
+        if conversion:
+            raise TemplateError(f"{shown} converts the value with !{conversion}; write {{{field}}} (templates only read fields)")
+        if spec:
+            raise TemplateError(f"{shown} formats the value with ':{spec}'; write {{{field}}} (templates only read fields)")
+        if top not in fields:
+            fields.append(top)
+    if not fields:
+        raise TemplateError(f"{template!r} reads no record field, so every document would be the same text; name one, e.g. {{text}}")
     return fields
 
 
 def _documents(name: str, spec: dict, records: Iterable[tuple[str, dict]]) -> Iterator[dict]:
     chat_field = spec.get("chat_field")
     template = spec.get("template", "{text}")
-    needed = [chat_field] if chat_field else template_fields(template)
+    try:
+        needed = [chat_field] if chat_field else template_fields(template)
+    except TemplateError as e:
+        raise CorpusError(f"source {name!r}: template {e}") from None
     for rid, record in records:
         missing = [f for f in needed if f not in record]
         if missing:

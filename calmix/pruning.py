@@ -901,6 +901,23 @@ def _prune_layer(
     return [entries[n] for n in linears]
 
 
+def _check_skip(skip: list[str], names: list[str]) -> None:
+    """Refuse skip patterns that prune nothing: a pattern matching no linear is a typo, and patterns
+    matching them all would make the "pruned" checkpoint the dense model (it would even be evaluated
+    as one). Checked before any work, so the job fails at once."""
+    for pattern in skip:
+        if not any(fnmatch(n, pattern) for n in names):
+            raise PruningError(
+                f"pruning.skip: pattern {pattern!r} matches no linear layer of the decoder layers (names look like "
+                f"{names[0] if names else 'none'}; embeddings and lm_head are never pruned); fix or remove it"
+            )
+    if skip and names and all(any(fnmatch(n, p) for p in skip) for n in names):
+        raise PruningError(
+            f"pruning.skip: {skip} skip all {len(names)} linear layers, so nothing would be pruned and the dense "
+            "model would stand for the pruned one; skip fewer layers"
+        )
+
+
 def prune_model(
     model: nn.Module,
     windows: torch.LongTensor | None,
@@ -930,8 +947,10 @@ def prune_model(
     ``cumulative`` selects the cumulative Wanda variant (wanda, unstructured only; ignored
     otherwise). ``true_sequential`` re-collects each stat group's statistic after the groups
     before it in the layer are pruned. ``skip``: fnmatch patterns of full linear names left dense;
-    embeddings and lm_head are never pruned. ``attention_mask`` (like ``windows``, 1 = real token)
-    drops padding from every statistic; calmix shards never pad, so it is for other callers.
+    embeddings and lm_head are never pruned; a pattern that matches no linear, or patterns that
+    match them all, raise :class:`PruningError` before any work. ``attention_mask`` (like
+    ``windows``, 1 = real token) drops padding from every statistic; calmix shards never pad, so it
+    is for other callers.
 
     The JSON-serialisable report: method; statistic ("hessian", "sq_norms" or None); sparsity,
     prunen, prunem, cumulative (as applied), true_sequential, skip; nsamples, seqlen and ntokens
@@ -974,6 +993,7 @@ def prune_model(
 
     t_start = time.perf_counter()
     layers, path = _layer_list_and_path(model)
+    _check_skip(skip, [f"{path}.{index}.{name}" for index, layer in enumerate(layers) for name in _linears(layer)])
     was_training = model.training
     model.eval()  # no dropout in the statistics
     report_layers: list[dict[str, Any]] = []
@@ -1000,9 +1020,6 @@ def prune_model(
     finally:
         model.train(was_training)
 
-    unmatched = [p for p in skip if not any(fnmatch(e["name"], p) for e in report_layers)]
-    if unmatched:
-        log.warning("skip patterns that match no linear layer: %s", unmatched)
     numel = sum(e["numel"] for e in report_layers)
     zeros = sum(e["zeros"] for e in report_layers)
     used = pruner.statistic is not None

@@ -706,6 +706,37 @@ def test_skip_leaves_matched_linears_untouched():
             assert e["sparsity"] == pytest.approx(0.5, abs=0.02) and "damping" in e
 
 
+@pytest.mark.parametrize(
+    "patterns, words",
+    [
+        (["*"], "skip all 14 linear layers"),
+        (["model.*"], "skip all 14 linear layers"),
+        (["*.self_attn.*", "*.mlp.*"], "skip all 14 linear layers"),
+        (["model.layer.*"], "pattern 'model.layer.*' matches no linear layer"),
+        (["lm_head"], "lm_head are never pruned"),
+        (["*.mlp.down_proj", "*.attn.q_proj"], "pattern '*.attn.q_proj' matches no linear layer"),
+    ],
+)
+@pytest.mark.parametrize("method", ["sparsegpt", "magnitude"])
+def test_skip_that_prunes_nothing_fails_before_any_work(monkeypatch, patterns, words, method):
+    """skip: ['*'] once ran, logged 'verified sparsity 0.0000', and the dense model was evaluated as the
+    pruned checkpoint; now such patterns (and a pattern matching nothing: a typo) fail at once."""
+    import calmix.pruning as pruning
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("pruning work started before the skip check")
+
+    monkeypatch.setattr(pruning, "_capture", no_work)
+    monkeypatch.setattr(pruning, "_prune_layer", no_work)
+    model = tiny_llama()
+    before = state_bytes(model)
+    data = windows(4, 8) if method != "magnitude" else None
+    with pytest.raises(PruningError) as err:
+        prune_model(model, data, 0.5, method=method, skip=patterns)
+    assert str(err.value).startswith("pruning.skip: ") and words in str(err.value)
+    assert state_bytes(model) == before
+
+
 @pytest.mark.parametrize("statistic", ["hessian", "sq_norms"])
 def test_attention_mask_excludes_padding(monkeypatch, statistic):
     lengths = [16, 9, 12, 5, 16, 7]  # right padding; the padded positions hold ordinary token ids
