@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from calmix.io import atomic_path, read_json
+from calmix.io import atomic_path
 from calmix.models import load_model, parse_target, target_label, write_checkpoint_manifest
 from calmix.pruning import PruningError, model_sparsity, nm_valid, prune_model
-from calmix.shards import load_windows, manifest_path
+from calmix.shards import read_shard
 from calmix.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -42,21 +42,23 @@ def _verify(model, sparsity: float, prunen: int, prunem: int, skip: list[str]) -
 
 def prune_checkpoint(
     model_dir: str | Path, shard: str | Path | None, out_dir: str | Path, *, method: str, target: str,
-    dtype: str = "float32", device: str = "cpu", skip: list[str] = (), **options,
+    dtype: str = "float32", device: str = "cpu", skip: list[str] = (), model_manifest: str | None = None, **options,
 ) -> dict:
     """Prune model_dir (with the shard's windows unless data-free) into out_dir, verified on reload.
 
     target is the path label ('0.6' or '2of4'); options go to calmix.pruning.prune_model. The
     checkpoint is dense safetensors with exact zeros (what transformers and vLLM load) plus
     prune_report.json. A checkpoint whose reloaded sparsity is off target is an error, never output.
+    ``model_manifest`` is the manifest model_dir must have (``training.json`` for the world model;
+    None for a user's or hub model); the shard is read once, checked against its manifest.
     """
     start = time.perf_counter()
     sparsity, prunen, prunem = parse_target(target)
-    model = load_model(model_dir, dtype)
-    windows = torch.from_numpy(load_windows(shard)) if shard is not None else None
+    windows, shard_manifest = read_shard(shard) if shard is not None else (None, None)
+    model = load_model(model_dir, dtype, manifest=model_manifest)
     report = prune_model(
-        model, windows, sparsity, method=method, prunen=prunen, prunem=prunem, device=device,
-        skip=list(skip), **options,
+        model, None if windows is None else torch.from_numpy(windows), sparsity, method=method, prunen=prunen,
+        prunem=prunem, device=device, skip=list(skip), **options,
     )
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(str(tmp))
@@ -65,7 +67,7 @@ def prune_checkpoint(
         report.update(
             target=target_label(target),
             shard=str(shard) if shard is not None else None,
-            shard_sha256=read_json(manifest_path(shard))["sha256"] if shard is not None else None,
+            shard_sha256=shard_manifest["sha256"] if shard is not None else None,
             dense_model=str(model_dir),
             verified=verified,
             job_wall_time_s=round(time.perf_counter() - start, 2),

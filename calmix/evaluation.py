@@ -372,6 +372,7 @@ def evaluate(
     num_fewshot: int = 0,
     metric: dict[str, str] | None = None,
     dimension: str | None = None,
+    model_manifest: str | None = None,
 ) -> dict:
     """Score one model on each task with fixed seeds; JSON-serialisable result.
 
@@ -384,7 +385,9 @@ def evaluate(
     paths point under ``data_root``; only when some name has no YAML is lm-eval's index of
     built-in tasks built (``include_defaults=True``, ~8 s). The same ``batch_size`` must be
     used for the dense model and its pruned variants: on GPUs, padding and batching shift
-    scores slightly.
+    scores slightly. ``model_manifest`` is the manifest the checkpoint must have
+    (``prune_report.json`` for a pruned one, ``training.json`` for the world model): a folder
+    without it is refused (calmix.models.verify_checkpoint), never evaluated unchecked.
     """
     if not tasks:
         raise ValueError("evaluate: no tasks given")
@@ -452,7 +455,7 @@ def evaluate(
             # simple_evaluate leaves a YAML's "num_fewshot: 0" alone; the dimension's setting wins here
             obj.set_config(key="num_fewshot", value=num_fewshot)
 
-    verify_checkpoint(model_path)
+    verify_checkpoint(model_path, model_manifest)
     lm = HFLM(pretrained=model_path_str, device=device, batch_size=batch_size, dtype=dtype)
     with _code_execution_allowed(bool(unsafe)):
         results = lm_eval.simple_evaluate(

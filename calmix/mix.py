@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calmix.io import read_json
-from calmix.shards import load_windows, manifest_path, write_shard
+from calmix.shards import read_shard, write_shard
 from calmix.stats import keyed_rng
 
 log = logging.getLogger(__name__)
@@ -62,8 +61,7 @@ def build_mix(shards: dict[str, str | Path], *, weights: dict[str, float], nsamp
         if count == 0:
             continue
         shard = shards[source]
-        source_manifest = read_json(manifest_path(shard))
-        pool = load_windows(shard)
+        pool, source_manifest = read_shard(shard)  # checked: an integrity error names a missing or damaged shard
         if pool.shape[1] != seqlen:
             raise ValueError(f"{shard}: windows of {pool.shape[1]} tokens, but mix {name!r} needs {seqlen}")
         if count > len(pool):

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from calmix.io import atomic_path, read_json, sha256_file, write_json
-from calmix.shards import manifest_path, verify
+from calmix.io import atomic_path, sha256_file, write_json
+from calmix.shards import manifest_path, read_verified
 
 
 def write_pool(pool: np.ndarray, scores: dict[str, np.ndarray], path: str | Path, manifest: dict) -> dict:
@@ -32,9 +32,9 @@ def write_pool(pool: np.ndarray, scores: dict[str, np.ndarray], path: str | Path
 
 
 def read_pool(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
-    """(candidates int64 [n, seqlen], scores, manifest), after checking the file's sha256."""
-    verify(path)
-    manifest = read_json(manifest_path(path))
-    table = pq.read_table(path)
+    """(candidates int64 [n, seqlen], scores, manifest), after checking the file's sha256 (an
+    integrity error naming the rebuild when the pool or its manifest is missing or differs)."""
+    data, manifest = read_verified(path)
+    table = pq.read_table(pa.BufferReader(data))
     pool = np.array(table.column("input_ids").to_pylist(), dtype=np.int64)
     return pool, {name: table.column(name).to_numpy() for name in manifest["scores"]}, manifest

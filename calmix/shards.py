@@ -18,6 +18,8 @@ EOS), the record ids of those documents, and the sha256 of the parquet file.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from calmix.integrity import IntegrityError, rebuild_hint
 from calmix.io import atomic_path, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,10 @@ BOS_POLICIES = ("none", "document", "window")
 
 class ShardError(ValueError):
     """A corpus that cannot fill a shard; the message says how many tokens it has and needs."""
+
+
+class ShardIntegrityError(ShardError, IntegrityError):
+    """A shard, token file or pool that is missing, lacks its manifest, or differs from its sha256."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,8 +82,7 @@ def write_tokens(path: str | Path, ids: list[list[int]], record_ids: list[str], 
 
 def read_tokens(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
     """(token ids per document, record id per document), after checking the file's sha256."""
-    verify(path)
-    table = pq.read_table(path)
+    table = pq.read_table(pa.BufferReader(read_verified(path)[0]))
     ids = table.column("input_ids").combine_chunks()
     offsets = ids.offsets.to_numpy()
     values = ids.values.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -251,19 +257,81 @@ def manifest_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def verify(path: str | Path) -> None:
-    """Refuse a file whose sha256 differs from its manifest's (truncated, edited, half-copied)."""
-    expected = read_json(manifest_path(path))["sha256"]
-    if sha256_file(path) != expected:
-        raise ShardError(
-            f"{path}: sha256 does not match its manifest {manifest_path(path)} (truncated or edited); rebuild it: "
-            f"run snakemake again with `--forcerun {path}` (which also reruns what depends on it)"
-        )
+def _missing(path: str | Path) -> ShardIntegrityError:
+    return ShardIntegrityError(f"{path} is missing; {rebuild_hint(path)}")
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest beside a shard, token file or pool; an integrity error naming the rebuild when
+    the file or its manifest is missing, unreadable, or records no sha256 (nothing to check against)."""
+    if not Path(path).is_file():
+        raise _missing(path)
+    where = manifest_path(path)
+    try:
+        manifest = read_json(where)
+    except FileNotFoundError:
+        raise ShardIntegrityError(
+            f"{path}: its manifest {where} is missing (deleted?), so it cannot be checked; {rebuild_hint(path)}"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ShardIntegrityError(
+            f"{path}: its manifest {where} is not valid JSON (truncated or edited); {rebuild_hint(path)}"
+        ) from None
+    if not isinstance(manifest, dict) or "sha256" not in manifest:
+        raise ShardIntegrityError(f"{path}: its manifest {where} records no sha256; {rebuild_hint(path)}")
+    return manifest
+
+
+def _mismatch(path: str | Path) -> ShardIntegrityError:
+    return ShardIntegrityError(
+        f"{path}: sha256 does not match its manifest {manifest_path(path)} (truncated or edited); {rebuild_hint(path)}"
+    )
+
+
+def verify(path: str | Path) -> dict:
+    """Refuse a file whose sha256 differs from its manifest's (truncated, edited, half-copied), or
+    that is missing or lacks its manifest; returns the manifest."""
+    manifest = read_manifest(path)
+    try:
+        found = sha256_file(path)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    if found != manifest["sha256"]:
+        raise _mismatch(path)
+    return manifest
+
+
+def read_verified(path: str | Path) -> tuple[bytes, dict]:
+    """(the file's bytes, its manifest), the bytes checked against the manifest's sha256.
+
+    Hashing exactly the bytes that are then parsed leaves no moment in which the file could change
+    between the check and the read (shards, token files and pools fit in memory).
+    """
+    manifest = read_manifest(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise _missing(path) from None
+    if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+        raise _mismatch(path)
+    return data, manifest
+
+
+def _windows(table: pa.Table) -> np.ndarray:
+    return np.array(table.column("input_ids").to_pylist(), dtype=np.int64)
+
+
+def read_shard(shard: str | Path) -> tuple[np.ndarray, dict]:
+    """(windows int64 [nsamples, seqlen], manifest) of a shard, checked against its manifest's sha256."""
+    data, manifest = read_verified(shard)
+    return _windows(pq.read_table(pa.BufferReader(data), columns=["input_ids"])), manifest
 
 
 def load_windows(shard: str | Path, verify_hash: bool = True) -> np.ndarray:
     """The shard's windows as int64 [nsamples, seqlen]; by default check the manifest's sha256 first."""
     if verify_hash:
-        verify(shard)
-    column = pq.read_table(shard, columns=["input_ids"]).column("input_ids")
-    return np.array(column.to_pylist(), dtype=np.int64)
+        return read_shard(shard)[0]
+    try:
+        return _windows(pq.read_table(shard, columns=["input_ids"]))
+    except FileNotFoundError:
+        raise _missing(shard) from None

@@ -30,6 +30,7 @@ rule tokenize:
         manifest="results/tokens/{model}/{calib}.json",
     params:
         code=library_code("tokenize_corpus.py"),
+        model_manifest=lambda wc: required_manifest(wc.model),
     conda:
         "../envs/calmix.yaml"
     log:
@@ -97,6 +98,7 @@ rule generate_pool:
         batch_size=lambda wc: self_generation(wc)["batch_size"],
         seqlen=config["calibration"]["seqlen"],
         dtype=lambda wc: config["models"][wc.model]["dtype"],
+        model_manifest=lambda wc: required_manifest(wc.model),
         device=DEVICE,
     resources:
         gpu=GPU,

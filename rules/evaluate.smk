@@ -13,6 +13,7 @@ rule evaluate_dense:
         tasks=lambda wc: config["evaluation"]["dimensions"][wc.dimension]["tasks"],
         harness=lambda wc: harness(wc.dimension),
         dtype=lambda wc: config["models"][wc.model]["dtype"],
+        model_manifest=lambda wc: required_manifest(wc.model),
         task_dir=TASK_DIR,
         task_definitions=lambda wc: task_definitions(wc.dimension),
         device=DEVICE,
@@ -31,6 +32,8 @@ use rule evaluate_dense as evaluate_pruned with:
     input:
         model="results/pruned/{model}/{method}/{target}/{calib}/seed{seed}",
         data=lambda wc: task_data(wc.dimension),
+    params:
+        model_manifest="prune_report.json",  # always calmix's own checkpoint: refused without it
     output:
         scores="results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.json",
         per_item="results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.items.parquet",

@@ -10,6 +10,7 @@ rule metrics:
     params:
         code=library_code("metrics.py"),
         metrics=config["metrics"],
+        model_manifest=lambda wc: required_manifest(wc.model),
         device=DEVICE,
     resources:
         gpu=GPU,

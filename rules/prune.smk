@@ -10,6 +10,7 @@ rule prune:
         code=library_code("prune.py"),
         options=method_options,
         dtype=lambda wc: config["models"][wc.model]["dtype"],
+        model_manifest=lambda wc: required_manifest(wc.model),
         device=DEVICE,
     resources:
         gpu=GPU,

@@ -19,6 +19,7 @@ with compute_device(snakemake.params.device) as device:
         dtype=snakemake.params.dtype,
         device=device,
         dimension=w.dimension,
+        model_manifest=snakemake.params.model_manifest,  # prune_report.json, or training.json for the world model
         **snakemake.params.harness,  # batch_size, limit, seed and the dimension's own settings (common.smk: harness)
     )
 pruned = "method" in w.keys()

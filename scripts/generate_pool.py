@@ -17,8 +17,9 @@ p = snakemake.params
 tokenizer = load_tokenizer(snakemake.input.model)
 documents = read_tokens(snakemake.input.documents)[0] if "documents" in snakemake.input.keys() else None
 with compute_device(p.device) as device:
+    model = load_model(snakemake.input.model, p.dtype, manifest=p.model_manifest)  # training.json for the world model
     pool, scores, record = generate_pool(
-        p.kind, load_model(snakemake.input.model, p.dtype).to(device), size=p.size, seqlen=p.seqlen,
+        p.kind, model.to(device), size=p.size, seqlen=p.seqlen,
         seed=int(snakemake.wildcards.seed), bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id,
         batch_size=p.batch_size, documents=documents, **p.generation,
     )

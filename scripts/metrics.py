@@ -15,6 +15,6 @@ with compute_device(snakemake.params.device) as device:
         load_windows(snakemake.input.shard),
         snakemake.params.metrics,
         load_tokenizer(snakemake.input.model),
-        load_model(snakemake.input.model).to(device),
+        load_model(snakemake.input.model, manifest=snakemake.params.model_manifest).to(device),
     )
 write_json(snakemake.output[0], {"model": w.model, "calib": w.calib, "seed": int(w.seed), **values})

@@ -16,5 +16,6 @@ with compute_device(snakemake.params.device) as device:
         target=w.target,
         dtype=snakemake.params.dtype,
         device=device,
+        model_manifest=snakemake.params.model_manifest,  # training.json for the world model (common.smk)
         **snakemake.params.options,
     )

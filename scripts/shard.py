@@ -1,11 +1,10 @@
 """Sample one seeded calibration shard from a source's token ids."""
 
-from calmix.io import read_json
 from calmix.logs import setup_logging
-from calmix.shards import build_shard, manifest_path, read_tokens
+from calmix.shards import build_shard, read_manifest, read_tokens
 
 setup_logging(snakemake.log[0])
-tokens = read_json(manifest_path(snakemake.input[0]))
+tokens = read_manifest(snakemake.input[0])  # an integrity error, naming the rebuild, when it is missing
 doc_ids, record_ids = read_tokens(snakemake.input[0])
 build_shard(
     doc_ids,

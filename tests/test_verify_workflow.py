@@ -1,0 +1,138 @@
+"""Damage Snakemake cannot see (mtimes restored, a manifest deleted) in a finished study: calmix-verify
+names it with its rebuild, the consumers refuse it, and a shard deleted under a running prune ends
+in the integrity message, never a raw FileNotFoundError.
+
+Each test works on a copy of the finished tiny run (the `tiny_run` fixture in conftest.py).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+TINY = REPO / "experiments" / "world-tiny.yaml"
+SHARD = "results/shards/world/web/seed0.parquet"
+PRUNED = "results/pruned/world/sparsegpt/0.5/web/seed0"
+EVAL = "results/eval/world/sparsegpt/0.5/web/seed0/general.json"
+HINT = "[--configfile <your study's config>]"
+
+
+@pytest.fixture
+def finished(tiny_run, tmp_path) -> Path:
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    return workdir
+
+
+def snakemake(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> list[str]:
+    return [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(TINY)]
+
+
+def run(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
+    return subprocess.run(snakemake(workdir, *args, snakefile=snakefile), capture_output=True, text=True, cwd=workdir)
+
+
+def verify(workdir: Path) -> subprocess.CompletedProcess:
+    """calmix-verify in the study's working directory (the console script once installed, else the module)."""
+    script = Path(sys.executable).with_name("calmix-verify")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "calmix.verify"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+
+
+def edit_in_place(path: Path) -> None:
+    """Flip one byte and restore the mtime: the damage Snakemake cannot see."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_an_intact_study_verifies(finished):
+    result = verify(finished)
+    assert result.returncode == 0, result.stdout
+    assert re.fullmatch(r"\d+ files verified, 0 problems\n", result.stdout) and int(result.stdout.split()[0]) > 20
+
+
+@pytest.mark.parametrize("damaged, rebuild, what", [
+    (SHARD, SHARD, "sha256 differs from what seed0.json records"),
+    (f"{PRUNED}/model.safetensors", PRUNED, "sha256 differs from what prune_report.json records"),
+])
+def test_an_in_place_edit_snakemake_cannot_see_is_named_with_its_rebuild(finished, damaged, rebuild, what):
+    edit_in_place(finished / damaged)
+    dry = run(finished, "-n")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr  # mtimes: nothing to see
+    result = verify(finished)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 1 and len(lines) == 2 and lines[1].endswith(" files verified, 1 problem")
+    assert lines[0] == f"{damaged}: {what} (truncated or edited); rebuild it: snakemake --forcerun {rebuild} {HINT}"
+
+
+def test_a_deleted_prune_report_is_named_and_its_evaluation_refuses(finished):
+    (finished / PRUNED / "prune_report.json").unlink()
+    result = verify(finished)
+    assert result.returncode == 1
+    assert f"{PRUNED}: no prune_report.json, so its weights cannot be checked (deleted?); " \
+           f"rebuild it: snakemake --forcerun {PRUNED} {HINT}" in result.stdout.splitlines()
+    for suffix in (".json", ".items.parquet"):  # as if it had not been evaluated yet
+        (finished / EVAL.replace(".json", suffix)).unlink()
+    failed = run(finished, EVAL)
+    assert failed.returncode != 0 and "Error in rule evaluate_pruned" in failed.stderr
+    log = (finished / "logs/evaluate_pruned/world/sparsegpt/0.5/web/seed0/general.log").read_text()
+    message = f"{PRUNED} has no prune_report.json"
+    assert message in failed.stderr + log and f"`--forcerun {PRUNED}`" in failed.stderr + log
+    assert not (finished / EVAL).exists() and not (finished / EVAL.replace(".json", ".items.parquet")).exists()
+
+
+def test_a_shard_deleted_while_its_prune_runs_ends_in_the_integrity_message(finished):
+    scripts = finished / ".snakemake" / "scripts"
+    before = set(scripts.glob("*")) if scripts.is_dir() else set()
+    proc = subprocess.Popen(snakemake(finished, PRUNED, "--forcerun", PRUNED), cwd=finished,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not [p for p in (set(scripts.glob("*prune.py")) if scripts.is_dir() else set()) - before]:
+        assert proc.poll() is None, "the run ended before the prune job started"
+        assert time.monotonic() < deadline, "the prune job never started"
+        time.sleep(0.005)
+    (finished / SHARD).unlink()  # the job's script is written; Python has yet to import torch and read it
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    log = (finished / "logs/prune/world/sparsegpt/0.5/web/seed0.log").read_text()
+    assert f"{SHARD} is missing; rebuild it: run snakemake again with `--forcerun {SHARD}`" in stderr + log
+    assert "FileNotFoundError" not in stderr + log
+    assert not (finished / PRUNED).exists()
+
+
+@pytest.fixture
+def verify_snakefile(tmp_path) -> Path:
+    """The Snakefile with rules/verify.smk included: the repository's once it includes it, else a copy."""
+    if 'include: "rules/verify.smk"' in (REPO / "Snakefile").read_text():
+        return REPO / "Snakefile"
+    copy = tmp_path / "workflow"
+    copy.mkdir()
+    for name in ("rules", "scripts", "resources", "profiles", "envs", "report"):
+        shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "Snakefile").write_text((REPO / "Snakefile").read_text() + '\ninclude: "rules/verify.smk"\n')
+    return copy / "Snakefile"
+
+
+def test_the_verify_rule_runs_calmix_verify_on_results(finished, verify_snakefile):
+    intact = run(finished, "verify", snakefile=verify_snakefile)
+    assert intact.returncode == 0, intact.stderr[-3000:]
+    assert re.search(r"^\d+ files verified, 0 problems$", intact.stdout, flags=re.M)
+    edit_in_place(finished / SHARD)
+    damaged = run(finished, "verify", snakefile=verify_snakefile)
+    assert damaged.returncode != 0 and "Error in rule verify" in damaged.stderr
+    line = f"{SHARD}: sha256 differs from what seed0.json records (truncated or edited); " \
+           f"rebuild it: snakemake --forcerun {SHARD} {HINT}"
+    assert line in damaged.stdout.splitlines()
+    assert line in (finished / "logs/verify.log").read_text().splitlines()
