@@ -1,9 +1,12 @@
 # `make run` runs the built-in study; `make test` runs the test suite. Both set up .venv first.
+# Another study: `make run CONFIG=experiments/world-tiny.yaml` (only that file is read, not config.yaml);
+# the report of a finished study: `make report CONFIG=...`.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+CONFIG ?= config.yaml
 
-.PHONY: run test lint clean
+.PHONY: run report test lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -11,8 +14,12 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/snakemake --cores all
-	$(VENV)/bin/snakemake --report results/report.html
+	$(VENV)/bin/python -m calmix.config $(CONFIG)
+	$(VENV)/bin/snakemake --cores all --configfile $(CONFIG)
+	$(MAKE) --no-print-directory report CONFIG=$(CONFIG)
+
+report: $(STAMP)
+	$(VENV)/bin/snakemake --report results/report.html --configfile $(CONFIG)
 	@echo "Report: results/report.html, summary results/report.md (plots in results/plots/, tables in results/tables/)"
 
 test: $(STAMP)

@@ -35,6 +35,7 @@ include: "rules/metrics.smk"
 include: "rules/prune.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/verify.smk"
 
 
 # Jobs that take a second or two run on the submitting host under a cluster executor: every SLURM job

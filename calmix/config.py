@@ -28,6 +28,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from snakemake.utils import update_config
 from jsonschema import validators
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "resources" / "config.schema.yaml"
@@ -153,19 +154,7 @@ def read_config_files(paths) -> dict:
     """
     config: dict = {}
     for path in paths:
-        _update_config(config, read_config_file(path))
-    return config
-
-
-def _update_config(config, overwrite):
-    """snakemake.utils.update_config's merge, step for step (tests compare the two)."""
-    for key, value in overwrite.items():
-        if not isinstance(config, collections.abc.Mapping):
-            config = {}
-        if isinstance(value, collections.abc.Mapping):
-            config[key] = _update_config(config.get(key, {}), value)
-        else:
-            config[key] = value
+        update_config(config, read_config_file(path))
     return config
 
 
@@ -816,3 +805,34 @@ def _check_semantics(config: dict, workdir: Path) -> None:
     _check_skip(config, facts)
     _check_metrics(config)
     _check_dimensions(config)
+
+
+def error_line(error: ConfigError, paths) -> str:
+    """The one line a config error prints: a file problem names its file, any other the study's files."""
+    where = "" if str(error).startswith("config file") else f"invalid config ({', '.join(map(str, paths))}): "
+    return f"calmix error: {where}{error}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m calmix.config FILE...``: read and check a study's config files as the workflow will.
+
+    ``make run`` calls this first, because Snakemake's own reading of --configfile names no file or
+    line when the YAML is broken.
+    """
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m calmix.config CONFIG.yaml [MORE.yaml ...]", file=sys.stderr)
+        return 2
+    try:
+        validate_config(read_config_files(paths))
+    except ConfigError as e:
+        print(error_line(e, paths), file=sys.stderr)
+        return 1
+    print(f"config OK: {', '.join(map(str, paths))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from calmix import codehash
-from calmix.config import ConfigError, validate_config
+from calmix.config import ConfigError, error_line, read_config_files, validate_config
 from calmix.corpora import local_files
 
 RESOURCES = Path(workflow.basedir) / "resources"
@@ -15,9 +15,10 @@ SCRIPTS = Path(workflow.basedir) / "scripts"
 STUDY = [os.path.relpath(f) if Path(f).resolve().is_relative_to(Path.cwd()) else str(f) for f in workflow.configfiles]
 
 try:
+    read_config_files(STUDY)  # what Snakemake's YAML reader lets through: a key written twice
     validate_config(config, RESOURCES / "config.schema.yaml")
 except ConfigError as e:
-    sys.exit(f"calmix error: invalid config ({', '.join(STUDY)}): {e}")
+    sys.exit(error_line(e, STUDY))
 
 # Jobs run offline: only the fetch rules (localrules, run on this host) reach the hub, and
 # `snakemake prefetch` runs them ahead, so compute nodes never wait on retries. A user's own
