@@ -19,6 +19,7 @@ run: $(STAMP)
 	$(MAKE) --no-print-directory report CONFIG=$(CONFIG)
 
 report: $(STAMP)
+	$(VENV)/bin/python -m calmix.config $(CONFIG)
 	$(VENV)/bin/snakemake --report results/report.html --configfile $(CONFIG)
 	@echo "Report: results/report.html, summary results/report.md (plots in results/plots/, tables in results/tables/)"
 

@@ -13,10 +13,11 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY = REPO / "experiments" / "world-tiny.yaml"
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, configfile: Path | list[Path] | None = None) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
     if configfile is not None:
-        cmd += ["--configfile", str(configfile)]  # last: it takes every value that follows it
+        files = configfile if isinstance(configfile, list) else [configfile]
+        cmd += ["--configfile", *map(str, files)]  # last: it takes every value that follows it
     return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
 
 

@@ -40,7 +40,7 @@ def readme_commands(text: str) -> list[str]:
             line = re.sub(r"\s+#.*$", "", line).strip()
             if line and not line.startswith("#"):
                 commands.append(" ".join(line.split()))
-    for span in re.findall(r"`((?:make|snakemake|\.venv/bin/snakemake) [^`]*)`", text):
+    for span in re.findall(r"`((?:make|snakemake|\.venv/bin/snakemake|python -m calmix\.\w+|calmix-verify)(?: [^`]*)?)`", text):
         commands.append(" ".join(span.split()))
     return list(dict.fromkeys(commands))
 
@@ -111,7 +111,7 @@ def test_every_readme_command_is_known():
     assert "make run" in commands and "make test" in commands
     assert README.index("make run") < README.index("make test") < 400  # the README opens with both
     for command in commands:
-        handled = (command.startswith(("make ", "snakemake ", ".venv/bin/snakemake "))
+        handled = (command.startswith(("make ", "snakemake ", ".venv/bin/snakemake ", "python -m calmix.config ", "calmix-verify"))
                    or any(key in command for key in NOT_RUN_HERE) or command.startswith("python3 -m venv"))
         assert handled, f"README command not covered by tests/test_readme.py: {command}"
     assert "../shared" not in README  # the repository carries its own docs
@@ -174,3 +174,16 @@ def test_without_config_yaml_the_message_says_what_to_name(tmp_path):
     result = run(f"snakemake -n -s {REPO / 'Snakefile'}", tmp_path)
     assert result.returncode != 0
     assert "no config.yaml in" in result.stderr and "--configfile experiments/" in result.stderr
+
+
+@pytest.mark.parametrize("command", [c for c in readme_commands(README) if c.startswith("python -m calmix.config ")])
+def test_config_check_accepts_the_config_it_is_shown_with(clone, command):
+    result = run(command.replace("python ", f"{VENV_BIN / 'python'} ", 1), clone)
+    assert result.returncode == 0 and result.stdout.startswith("config OK"), result.stderr
+
+
+@pytest.mark.parametrize("command", [c for c in readme_commands(README) if c.startswith("calmix-verify")])
+def test_verify_without_a_study_says_where_to_run_it(clone, command):
+    """In a fresh clone there is no results/ yet (tests/test_verify_workflow.py checks a real tree)."""
+    result = run(command, clone)
+    assert result.returncode == 2 and "run it in the study's working directory" in result.stderr, result.stderr

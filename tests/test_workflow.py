@@ -8,6 +8,8 @@ import copy
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,8 @@ def test_prefetch_plans_exactly_the_downloads(tmp_path):
     assert counts == {"fetch_model": 1, "corpus": 15, "fetch_task_data": 4}
 
 
+HUB_SOURCE = {"kind": "hub", "path": "allenai/c4", "revision": "1588ec454efa1a09f29cd18ddd04fe05fc8653a2", "name": "en"}
+
 BAD_CONFIGS = {
     "unknown key": (lambda c: c["pruning"].update(bogus=1), "pruning.bogus"),
     "wrong type": (lambda c: c["calibration"].update(nsamples="many"), "calibration.nsamples"),
@@ -78,8 +82,39 @@ BAD_CONFIGS = {
         "calibration.sources.x.revision",
     ),
     "broken template": (
-        lambda c: c["calibration"]["sources"]["web"].update(template="{question"),
-        "calibration.sources.web.template",
+        lambda c: c["calibration"]["sources"].update(x=dict(HUB_SOURCE, template="{question")),
+        "calibration.sources.x.template",
+    ),
+    "template reading an attribute": (
+        lambda c: c["calibration"]["sources"].update(x=dict(HUB_SOURCE, template="{text.upper}")),
+        "calibration.sources.x.template",
+    ),
+    "a key the source's kind does not read": (
+        lambda c: c["calibration"]["sources"]["web"].update(path="web.txt"),
+        "calibration.sources.web.path",
+    ),
+    "integer written as a float": (lambda c: c["calibration"].update(seeds=[0.0, 1.0]), "calibration.seeds[0]"),
+    "source name YAML reads as a number": (
+        lambda c: c["calibration"]["sources"].update({2024: c["calibration"]["sources"].pop("web")}),
+        "calibration.sources.2024",
+    ),
+    "skip list leaving nothing to prune": (lambda c: c["pruning"].update(skip=["*"]), "pruning.skip"),
+    "windows longer than the model's context": (lambda c: c["calibration"].update(seqlen=128), "calibration.seqlen"),
+    "more shots than the task has items": (
+        lambda c: c["evaluation"]["dimensions"]["general"].update(num_fewshot=30),
+        "evaluation.dimensions.general.num_fewshot",
+    ),
+    "world model heads not dividing its width": (
+        lambda c: c["world"]["model"].update(hidden_size=33),
+        "world.model.hidden_size",
+    ),
+    "negative mix weight": (
+        lambda c: c["calibration"].update(builders={"m": {"kind": "mix", "sources": {"web": -1, "code": 1}}}),
+        "calibration.builders.m.sources.web",
+    ),
+    "metric without its filter": (
+        lambda c: c["evaluation"]["dimensions"]["general"].update(metric={"world_general": "acc"}),
+        "evaluation.dimensions.general.metric.world_general",
     ),
     "hub model without a revision": (
         lambda c: c["models"].update(llama={"kind": "hub", "path": "meta-llama/Llama-3.1-8B"}),
@@ -108,6 +143,38 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, case):
     result = snakemake(tmp_path, configfile=write_config(tmp_path / "bad.yaml", config))
     assert result.returncode != 0
     assert f"config key '{key}'" in result.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+
+
+# What YAML itself hides or cannot read. `python -m calmix.config` (which `make run` calls first) names
+# the file and the line; so does the workflow, except where Snakemake rejects the file itself while
+# reading --configfile, before the Snakefile runs (its message names no file): then it still fails
+# before any job.
+BAD_FILES = {  # case: (text, what the message says, whether the workflow's own check sees it)
+    "a key written twice": ("calibration:\n  nsamples: 8\n  nsamples: 16\n", "line 3: key 'nsamples' appears twice", True),
+    "source name YAML reads as a boolean": (
+        "calibration:\n  sources:\n    on: {kind: world, generator: web}\n", "'calibration.sources.True'", True),
+    "YAML syntax error": ("calibration:\n  nsamples: [8\n", "line 3, column 1: not valid YAML", False),
+    "empty file": ("# nothing yet\n", "is empty", False),
+    "a list at the top level": ("- nsamples: 8\n", "the top level is a list", False),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=str)
+def test_bad_config_file_fails_before_any_job_naming_the_file(tmp_path, case):
+    text, problem, workflow_names_it = BAD_FILES[case]
+    tiny, bad = tmp_path / "tiny.yaml", tmp_path / "bad.yaml"
+    shutil.copy(TINY, tiny)
+    bad.write_text(text)
+    check = subprocess.run([sys.executable, "-m", "calmix.config", str(tiny), str(bad)], capture_output=True, text=True)
+    assert check.returncode == 1 and check.stdout == ""
+    assert check.stderr.startswith("calmix error:") and problem in check.stderr and "bad.yaml" in check.stderr
+    result = snakemake(tmp_path, configfile=[tiny, bad])
+    assert result.returncode != 0
+    if workflow_names_it:
+        error = [line for line in result.stderr.splitlines() if line.startswith("calmix error:")]
+        assert len(error) == 1 and problem in error[0] and "bad.yaml" in error[0], result.stderr
+        assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
 
 
