@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,18 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY = REPO / "experiments" / "world-tiny.yaml"
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | list[Path] | None = None) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+def snakemake_command(workdir: Path, *args: str, configfile: Path | list[Path] | None = TINY,
+                      snakefile: Path = REPO / "Snakefile") -> list[str]:
+    cmd = [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args]
     if configfile is not None:
         files = configfile if isinstance(configfile, list) else [configfile]
         cmd += ["--configfile", *map(str, files)]  # last: it takes every value that follows it
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    return cmd
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | list[Path] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(snakemake_command(workdir, *args, configfile=configfile), capture_output=True, text=True,
+                          cwd=workdir, **kwargs)
 
 
 def write_config(path: Path, config: dict) -> Path:
@@ -39,9 +46,13 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(tiny_run, tmp_path_factory):
-    """The tiny study run twice from scratch, in two working directories."""
-    return [tiny_run, run_tiny_study(tmp_path_factory.mktemp("second"))]
+def second_run(tmp_path_factory) -> Path:
+    """A second run from scratch of what must be deterministic: every shard, the metric table and every
+    pruned checkpoint (`--until`: evaluations and the aggregates after them are left out, to save time)."""
+    workdir = tmp_path_factory.mktemp("second")
+    result = snakemake(workdir, "--until", "prune", "metric_table", configfile=TINY)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +77,11 @@ def make_shard(world_tokenizer):
         )
 
     return make
+
+
+@pytest.fixture
+def finished(tiny_run, tmp_path) -> Path:
+    """A private copy of the finished tiny study, to damage or rerun."""
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    return workdir

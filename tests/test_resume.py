@@ -8,16 +8,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import REPO, snakemake_command
 
-REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-TINY = REPO / "experiments" / "world-tiny.yaml"
 PRUNED = "results/pruned/world/sparsegpt/0.5/web/seed0"
 EVAL = "results/eval/world/wanda/0.5/code/seed1/perplexity.json"
 SHARD = "results/shards/world/web/seed0.parquet"
@@ -25,19 +21,9 @@ SHARD = "results/shards/world/web/seed0.parquet"
 pytestmark = pytest.mark.workflow
 
 
-def command(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> list[str]:
-    return [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(TINY)]
-
-
 def run(workdir: Path, *args: str, env: dict | None = None, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
-    return subprocess.run(command(workdir, *args, snakefile=snakefile), capture_output=True, text=True, cwd=workdir, env=env)
-
-
-@pytest.fixture
-def finished(tiny_run, tmp_path) -> Path:
-    workdir = tmp_path / "run"
-    shutil.copytree(tiny_run, workdir, symlinks=True)
-    return workdir
+    return subprocess.run(snakemake_command(workdir, *args, snakefile=snakefile), capture_output=True, text=True,
+                          cwd=workdir, env=env)
 
 
 def files_under(root: Path) -> dict[str, bytes]:
@@ -46,7 +32,7 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 def kill_when(workdir: Path, args: list[str], ready, timeout: float = 300) -> None:
     """Start snakemake, wait until ready() holds, then SIGKILL it and every job it started."""
-    proc = subprocess.Popen(command(workdir, *args), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(snakemake_command(workdir, *args), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + timeout
     try:

@@ -7,45 +7,29 @@ Each test works on a copy of the finished tiny run (the `tiny_run` fixture in co
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY, snakemake, snakemake_command
 
 pytestmark = pytest.mark.workflow
 
-REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-TINY = REPO / "experiments" / "world-tiny.yaml"
 SHARD = "results/shards/world/web/seed0.parquet"
 PRUNED = "results/pruned/world/sparsegpt/0.5/web/seed0"
 EVAL = "results/eval/world/sparsegpt/0.5/web/seed0/general.json"
 HINT = "[--configfile <your study's config>]"
 
 
-@pytest.fixture
-def finished(tiny_run, tmp_path) -> Path:
-    workdir = tmp_path / "run"
-    shutil.copytree(tiny_run, workdir, symlinks=True)
-    return workdir
-
-
-def snakemake(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> list[str]:
-    return [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args, "--configfile", str(TINY)]
-
-
-def run(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
-    return subprocess.run(snakemake(workdir, *args, snakefile=snakefile), capture_output=True, text=True, cwd=workdir)
+def run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return snakemake(workdir, *args, configfile=TINY)
 
 
 def verify(workdir: Path) -> subprocess.CompletedProcess:
-    """calmix-verify in the study's working directory (the console script once installed, else the module)."""
-    script = Path(sys.executable).with_name("calmix-verify")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "calmix.verify"]
-    return subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+    """calmix-verify (the console script the install puts next to python) in the study's working directory."""
+    return subprocess.run([Path(sys.executable).with_name("calmix-verify")], capture_output=True, text=True, cwd=workdir)
 
 
 def edit_in_place(path: Path) -> None:
@@ -96,7 +80,7 @@ def test_a_deleted_prune_report_is_named_and_its_evaluation_refuses(finished):
 def test_a_shard_deleted_while_its_prune_runs_ends_in_the_integrity_message(finished):
     scripts = finished / ".snakemake" / "scripts"
     before = set(scripts.glob("*")) if scripts.is_dir() else set()
-    proc = subprocess.Popen(snakemake(finished, PRUNED, "--forcerun", PRUNED), cwd=finished,
+    proc = subprocess.Popen(snakemake_command(finished, PRUNED, "--forcerun", PRUNED), cwd=finished,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not [p for p in (set(scripts.glob("*prune.py")) if scripts.is_dir() else set()) - before]:
@@ -112,25 +96,12 @@ def test_a_shard_deleted_while_its_prune_runs_ends_in_the_integrity_message(fini
     assert not (finished / PRUNED).exists()
 
 
-@pytest.fixture
-def verify_snakefile(tmp_path) -> Path:
-    """The Snakefile with rules/verify.smk included: the repository's once it includes it, else a copy."""
-    if 'include: "rules/verify.smk"' in (REPO / "Snakefile").read_text():
-        return REPO / "Snakefile"
-    copy = tmp_path / "workflow"
-    copy.mkdir()
-    for name in ("rules", "scripts", "resources", "profiles", "envs", "report"):
-        shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "Snakefile").write_text((REPO / "Snakefile").read_text() + '\ninclude: "rules/verify.smk"\n')
-    return copy / "Snakefile"
-
-
-def test_the_verify_rule_runs_calmix_verify_on_results(finished, verify_snakefile):
-    intact = run(finished, "verify", snakefile=verify_snakefile)
+def test_the_verify_rule_runs_calmix_verify_on_results(finished):
+    intact = run(finished, "verify")
     assert intact.returncode == 0, intact.stderr[-3000:]
     assert re.search(r"^\d+ files verified, 0 problems$", intact.stdout, flags=re.M)
     edit_in_place(finished / SHARD)
-    damaged = run(finished, "verify", snakefile=verify_snakefile)
+    damaged = run(finished, "verify")
     assert damaged.returncode != 0 and "Error in rule verify" in damaged.stderr
     line = f"{SHARD}: sha256 differs from what seed0.json records (truncated or edited); " \
            f"rebuild it: snakemake --forcerun {SHARD} {HINT}"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY, snakemake, write_config  # the tiny_runs fixture lives there too
+from conftest import REPO, TINY, snakemake, write_config  # so do the tiny_run and second_run fixtures
 
 CONFIGS = [REPO / "config.yaml", *sorted((REPO / "experiments").glob("*.yaml"))]
 
@@ -182,8 +182,8 @@ PLOTS = ["rho_heatmap.png", "retention.png", "profile.png",
          "scatter/world_sparsegpt_0.5.png", "scatter/world_wanda_0.5.png"]
 
 
-def test_tiny_run_writes_the_report_and_every_log(tiny_runs):
-    workdir = tiny_runs[0]
+def test_tiny_run_writes_the_report_and_every_log(tiny_run):
+    workdir = tiny_run
     report = (workdir / "results" / "report.md").read_text()
     assert "Retention" in report and "Spearman" in report
     for png in PLOTS:
@@ -196,8 +196,8 @@ def test_tiny_run_writes_the_report_and_every_log(tiny_runs):
     assert scores and all(p.with_suffix(".items.parquet").is_file() for p in scores)  # per-item results kept
 
 
-def test_every_retention_figure_and_rho_has_an_interval(tiny_runs):
-    tables = tiny_runs[0] / "results" / "tables"
+def test_every_retention_figure_and_rho_has_an_interval(tiny_run):
+    tables = tiny_run / "results" / "tables"
     summary = pd.read_parquet(tables / "retention_summary.parquet")
     calibrated = summary[summary.method != "magnitude"]
     assert set(calibrated.seeds) == {2} and set(summary[summary.method == "magnitude"].seeds) == {1}
@@ -215,14 +215,14 @@ def test_every_retention_figure_and_rho_has_an_interval(tiny_runs):
     assert set(defined.dimension) == {"perplexity", "total"}  # general is at chance, constant
     assert np.isfinite(defined[["rho_low", "rho_high"]]).all().all()
     assert (defined.rho_low <= defined.rho_high).all()
-    text = (tiny_runs[0] / "results" / "report.md").read_text()
+    text = (tiny_run / "results" / "report.md").read_text()
     row = summary[(summary.method == "sparsegpt") & (summary.calib == "web") & (summary.level == "total")].iloc[0]
     assert f"{100 * row.retention:.1f} [{100 * row.retention_low:.1f}, {100 * row.retention_high:.1f}]" in text
 
 
-def test_html_report_builds_offline_with_every_category_and_plot(tiny_runs, tmp_path):
+def test_html_report_builds_offline_with_every_category_and_plot(tiny_run, tmp_path):
     html = tmp_path / "report.html"
-    result = snakemake(tiny_runs[0], "--report", str(html), configfile=TINY)
+    result = snakemake(tiny_run, "--report", str(html), configfile=TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     text = html.read_text()
     for category in ("Metrics", "Retention", "Correlations"):
@@ -235,9 +235,9 @@ def test_html_report_builds_offline_with_every_category_and_plot(tiny_runs, tmp_
     assert not re.search(r"<(?:script|link|img)[^>]+(?:src|href)=[\"']https?://", text)  # self-contained
 
 
-def test_code_executing_task_runs_as_a_job_with_the_opt_in(tiny_runs, tmp_path):
+def test_code_executing_task_runs_as_a_job_with_the_opt_in(tiny_run, tmp_path):
     workdir = tmp_path / "code"
-    shutil.copytree(tiny_runs[0], workdir, symlinks=True)
+    shutil.copytree(tiny_run, workdir, symlinks=True)
     config = yaml.safe_load(TINY.read_text())
     config["evaluation"]["dimensions"]["code"] = {"tasks": ["world_code_exec"]}
     config["evaluation"]["allow_code_execution"] = True
@@ -251,25 +251,26 @@ def test_code_executing_task_runs_as_a_job_with_the_opt_in(tiny_runs, tmp_path):
     assert "code execution" in (workdir / "logs/evaluate_dense/world/code.log").read_text().lower()
 
 
-def test_two_runs_give_identical_shards_metrics_and_pruned_weights(tiny_runs):
-    first, second = tiny_runs
-    files = sorted(p.relative_to(first) for d in ("results/shards", "results/metrics", "results/tables") for p in (first / d).rglob("*") if p.is_file())
+def test_two_runs_give_identical_shards_metrics_and_pruned_weights(tiny_run, second_run):
+    first, second = tiny_run, second_run
+    files = sorted(p.relative_to(first) for d in ("results/shards", "results/metrics") for p in (first / d).rglob("*") if p.is_file())
+    files += sorted(p.relative_to(first) for p in (first / "results" / "tables").glob("metrics.*"))
     files += sorted(p.relative_to(first) for p in (first / "results" / "pruned").rglob("*.safetensors"))
     assert any(p.suffix == ".parquet" for p in files) and any(p.name == "metrics.csv" for p in files)
-    assert any(p.suffix == ".safetensors" for p in files)
+    assert len([p for p in files if p.suffix == ".safetensors"]) == 13  # 2 methods x 3 sources x 2 seeds + magnitude
     for rel in files:
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
 
-def test_finished_run_plans_nothing(tiny_runs):
-    result = snakemake(tiny_runs[0], "-n", configfile=TINY)
+def test_finished_run_plans_nothing(tiny_run):
+    result = snakemake(tiny_run, "-n", configfile=TINY)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_runs, tmp_path):
+def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_run, tmp_path):
     workdir = tmp_path / "grown"
-    shutil.copytree(tiny_runs[0], workdir, symlinks=True)
+    shutil.copytree(tiny_run, workdir, symlinks=True)
     config = yaml.safe_load(TINY.read_text())
     grown = copy.deepcopy(config)
     grown["calibration"]["sources"]["stories"] = {"kind": "world", "generator": "stories", "docs": 40}
@@ -296,9 +297,9 @@ def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_runs, tmp
     assert planned == expected
 
 
-def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_runs, tmp_path):
+def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_run, tmp_path):
     workdir = tmp_path / "mixed"
-    shutil.copytree(tiny_runs[0], workdir, symlinks=True)
+    shutil.copytree(tiny_run, workdir, symlinks=True)
     config = yaml.safe_load(TINY.read_text())
     config["calibration"]["builders"] = {"mix": {"kind": "mix"}}
     result = snakemake(workdir, "-n", configfile=write_config(tmp_path / "mixed.yaml", config))
@@ -321,9 +322,9 @@ def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_runs
     assert [job for job in planned_jobs(result.stdout) if job[0] != "all"] == expected
 
 
-def test_self_generated_builders_cache_their_pools(tiny_runs, tmp_path):
+def test_self_generated_builders_cache_their_pools(tiny_run, tmp_path):
     workdir = tmp_path / "built"
-    shutil.copytree(tiny_runs[0], workdir, symlinks=True)
+    shutil.copytree(tiny_run, workdir, symlinks=True)
     config = yaml.safe_load(TINY.read_text())
     config["calibration"]["builders"] = {
         "selfcal": {"kind": "selfcal"}, "sgs": {"kind": "sgs", "pool_size": 10}, "igsp": {"kind": "igsp"},

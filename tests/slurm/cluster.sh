@@ -17,7 +17,7 @@
 #
 # The node has the CPUs and memory that `slurmd -C` reports and one fake GPU of model "fake"
 # (File=/dev/null): a job submitted with --gpus=1 or --gpus=fake:1 runs with CUDA_VISIBLE_DEVICES=0.
-# No accounting: status comes from squeue, and finished jobs stay visible to it for MinJobAge=600 s.
+# No accounting: status comes from squeue, and finished jobs stay visible to it for MinJobAge=3600 s (a slow CI run of the tiny study takes over 600 s).
 set -euo pipefail
 
 die() { echo "slurm-cluster: $*" >&2; exit 1; }
@@ -146,7 +146,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
-MinJobAge=600
+MinJobAge=3600
 DefMemPerCPU=1000
 GresTypes=gpu
 NodeName=localhost CPUs=$cpus RealMemory=$memory Gres=gpu:fake:1 State=UNKNOWN
