@@ -120,7 +120,7 @@ def test_a_truncated_shard_stops_its_consumer_naming_the_file_and_the_rebuild(fi
     message = f"{SHARD}: sha256 does not match its manifest"
     assert message in failed.stderr + log and f"--forcerun {SHARD}" in failed.stderr + log
     assert "Error in rule prune" in failed.stderr
-    rebuilt = run(finished, "--forcerun", SHARD)  # the command the error gives
+    rebuilt = run(finished, SHARD, "--forcerun", SHARD)  # the error's command, for that file alone
     assert rebuilt.returncode == 0, rebuilt.stderr[-4000:]
     assert (finished / SHARD).read_bytes() == original
 
@@ -135,7 +135,7 @@ def test_an_edited_checkpoint_stops_its_evaluation_naming_the_file_and_the_rebui
     log = (finished / "logs/evaluate_pruned/world/sparsegpt/0.5/web/seed0/general.log").read_text()
     assert f"{weights.relative_to(finished)} has a sha256 other than prune_report.json records" in log
     assert f"--forcerun {PRUNED}" in log
-    rebuilt = run(finished, "--forcerun", PRUNED)
+    rebuilt = run(finished, PRUNED, "--forcerun", PRUNED)  # the error's command, for that checkpoint alone
     assert rebuilt.returncode == 0, rebuilt.stderr[-4000:]
     assert weights.read_bytes() == original
 
