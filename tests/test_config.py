@@ -42,7 +42,7 @@ def _config(**edits):
         node = config
         for p in parents:
             node = node.setdefault(p, {})
-        node[last] = value
+        node[last] = copy.deepcopy(value)  # validation fills defaults in: keep the cases as written
     return config
 
 

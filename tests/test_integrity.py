@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import edit_in_place
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from calmix.corpora import write_corpus
@@ -256,9 +257,9 @@ PRUNED = "results/pruned/world/wanda/0.5/web/seed0"
 
 
 @pytest.mark.parametrize("damage, line", [
-    (lambda r: _flip(r / "shards/world/web/seed0.parquet"),
+    (lambda r: edit_in_place(r / "shards/world/web/seed0.parquet"),
      f"{SHARD}: sha256 differs from what seed0.json records (truncated or edited); rebuild it: snakemake --forcerun {SHARD} {HINT}"),
-    (lambda r: _flip(r / "pruned/world/wanda/0.5/web/seed0/model.safetensors"),
+    (lambda r: edit_in_place(r / "pruned/world/wanda/0.5/web/seed0/model.safetensors"),
      f"{PRUNED}/model.safetensors: sha256 differs from what prune_report.json records (truncated or edited); "
      f"rebuild it: snakemake --forcerun {PRUNED} {HINT}"),
     (lambda r: (r / "pruned/world/wanda/0.5/web/seed0/prune_report.json").unlink(),
@@ -291,18 +292,9 @@ def test_each_damage_is_one_line_naming_the_file_what_is_wrong_and_the_rebuild(r
     assert snapshot(results) == before  # it never modifies anything
 
 
-def _flip(path: Path) -> None:
-    """Flip one byte in place and restore the mtime: invisible to Snakemake."""
-    stat = path.stat()
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-
-
 def test_every_problem_is_reported_and_paths_are_named_from_the_study(results, capsys, monkeypatch):
-    _flip(results / "shards/world/web/seed0.parquet")
-    _flip(results / "corpora/web.jsonl")
+    edit_in_place(results / "shards/world/web/seed0.parquet")
+    edit_in_place(results / "corpora/web.jsonl")
     monkeypatch.chdir(results.parent.parent)  # the folder may be named any way; lines name it from the study
     code, out = lines(Path("study") / "results", capsys, "--jobs", "2")
     assert code == 1 and [line.split(":")[0] for line in out[:2]] == ["results/corpora/web.jsonl", SHARD]
@@ -317,7 +309,7 @@ def test_the_command_exits_1_on_a_problem_0_when_intact_and_is_a_console_script(
     command = [sys.executable, "-m", "calmix.verify"]
     intact = subprocess.run(command, cwd=results.parent, capture_output=True, text=True)
     assert (intact.returncode, intact.stdout) == (0, "7 files verified, 0 problems\n")
-    _flip(results / "pools/world/igsp/seed0.parquet")
+    edit_in_place(results / "pools/world/igsp/seed0.parquet")
     damaged = subprocess.run(command, cwd=results.parent, capture_output=True, text=True)
     assert damaged.returncode == 1 and damaged.stdout.startswith("results/pools/world/igsp/seed0.parquet: sha256 differs")
     missing = subprocess.run([*command, "nowhere"], cwd=results.parent, capture_output=True, text=True)

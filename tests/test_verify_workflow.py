@@ -5,7 +5,6 @@ in the integrity message, never a raw FileNotFoundError.
 Each test works on a copy of the finished tiny run (the `tiny_run` fixture in conftest.py).
 """
 
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, snakemake, snakemake_command
+from conftest import TINY, edit_in_place, snakemake, snakemake_command
 
 pytestmark = pytest.mark.workflow
 
@@ -30,15 +29,6 @@ def run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 def verify(workdir: Path) -> subprocess.CompletedProcess:
     """calmix-verify (the console script the install puts next to python) in the study's working directory."""
     return subprocess.run([Path(sys.executable).with_name("calmix-verify")], capture_output=True, text=True, cwd=workdir)
-
-
-def edit_in_place(path: Path) -> None:
-    """Flip one byte and restore the mtime: the damage Snakemake cannot see."""
-    stat = path.stat()
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_an_intact_study_verifies(finished):
