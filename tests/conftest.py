@@ -15,7 +15,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY = REPO / "experiments" / "world-tiny.yaml"
 
 
-def snakemake_command(workdir: Path, *args: str, configfile: Path | list[Path] | None = TINY,
+def snakemake_command(workdir: Path, *args: str, configfile: Path | list[Path] | None = None,
                       snakefile: Path = REPO / "Snakefile") -> list[str]:
     cmd = [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args]
     if configfile is not None:
@@ -24,9 +24,10 @@ def snakemake_command(workdir: Path, *args: str, configfile: Path | list[Path] |
     return cmd
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | list[Path] | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(snakemake_command(workdir, *args, configfile=configfile), capture_output=True, text=True,
-                          cwd=workdir, **kwargs)
+def snakemake(workdir: Path, *args: str, configfile: Path | list[Path] | None = None,
+              snakefile: Path = REPO / "Snakefile", **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(snakemake_command(workdir, *args, configfile=configfile, snakefile=snakefile),
+                          capture_output=True, text=True, cwd=workdir, **kwargs)
 
 
 def edit_in_place(path: Path) -> None:
@@ -43,8 +44,8 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-def run_tiny_study(workdir: Path) -> Path:
-    result = snakemake(workdir, configfile=TINY)
+def run_tiny_study(workdir: Path, *args: str) -> Path:
+    result = snakemake(workdir, *args, configfile=TINY)
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir
 
@@ -59,10 +60,7 @@ def tiny_run(tmp_path_factory):
 def second_run(tmp_path_factory) -> Path:
     """A second run from scratch of what must be deterministic: every shard, the metric table and every
     pruned checkpoint (`--until`: evaluations and the aggregates after them are left out, to save time)."""
-    workdir = tmp_path_factory.mktemp("second")
-    result = snakemake(workdir, "--until", "prune", "metric_table", configfile=TINY)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir
+    return run_tiny_study(tmp_path_factory.mktemp("second"), "--until", "prune", "metric_table")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, snakemake_command
+from conftest import REPO, TINY, snakemake, snakemake_command
 
 PRUNED = "results/pruned/world/sparsegpt/0.5/web/seed0"
 EVAL = "results/eval/world/wanda/0.5/code/seed1/perplexity.json"
@@ -22,8 +22,7 @@ pytestmark = pytest.mark.workflow
 
 
 def run(workdir: Path, *args: str, env: dict | None = None, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
-    return subprocess.run(snakemake_command(workdir, *args, snakefile=snakefile), capture_output=True, text=True,
-                          cwd=workdir, env=env)
+    return snakemake(workdir, *args, configfile=TINY, snakefile=snakefile, env=env)
 
 
 def files_under(root: Path) -> dict[str, bytes]:
@@ -32,7 +31,7 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 def kill_when(workdir: Path, args: list[str], ready, timeout: float = 300) -> None:
     """Start snakemake, wait until ready() holds, then SIGKILL it and every job it started."""
-    proc = subprocess.Popen(snakemake_command(workdir, *args), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(snakemake_command(workdir, *args, configfile=TINY), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + timeout
     try:

@@ -70,7 +70,7 @@ def test_a_deleted_prune_report_is_named_and_its_evaluation_refuses(finished):
 def test_a_shard_deleted_while_its_prune_runs_ends_in_the_integrity_message(finished):
     scripts = finished / ".snakemake" / "scripts"
     before = set(scripts.glob("*")) if scripts.is_dir() else set()
-    proc = subprocess.Popen(snakemake_command(finished, PRUNED, "--forcerun", PRUNED), cwd=finished,
+    proc = subprocess.Popen(snakemake_command(finished, PRUNED, "--forcerun", PRUNED, configfile=TINY), cwd=finished,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not [p for p in (set(scripts.glob("*prune.py")) if scripts.is_dir() else set()) - before]:
