@@ -4,14 +4,14 @@
 Both contenders prune the same randomly initialised LLaMA-shaped model (transformers LlamaConfig,
 seeded) with the same random calibration windows (seeded):
 
-* ``reference``: the IST-DASLab/sparsegpt driver as described in REFERENCE.md ("SparseGPT"),
+* ``reference``: the IST-DASLab/sparsegpt driver as described in docs/reference.md ("SparseGPT"),
   written independently here: layer-0 inputs captured one sequence at a time; per decoder layer
   one Hessian per nn.Linear (no sharing between q/k/v or gate/up), accumulated one sequence at a
   time with the running-mean update; the reference column sweep (blocks, per-column k=1 matmul
   update, lazy block update, mask ``score <= threshold``); then the layer is re-run one sequence
   at a time to produce the next layer's inputs. Unlike the original it passes every keyword
   argument the model gives the layers (transformers 5 needs the rotary position embeddings).
-* ``calmix``: ``calmix.pruning.prune_model`` with its defaults (``--batch-size`` to override).
+* ``calmix``: ``calmix.pruning.driver.prune_model`` with its defaults (``--batch-size`` to override).
 
 Each contender runs in its own subprocess (``--only NAME``), so peak memory does not mix: on CUDA
 ``torch.cuda.max_memory_allocated``; on CPU ``ru_maxrss``, which also counts the Python/torch
@@ -120,7 +120,7 @@ def recon_error(weight: torch.Tensor, pruned: torch.Tensor, H: torch.Tensor) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# Contender 1: the reference driver (IST-DASLab/sparsegpt), written from REFERENCE.md
+# Contender 1: the reference driver (IST-DASLab/sparsegpt), written from docs/reference.md
 # ----------------------------------------------------------------------------------------------
 
 
@@ -312,7 +312,7 @@ def layerwise_recon_errors(dense: nn.Module, pruned: nn.Module, windows: torch.T
 
 
 def calmix_prune(model: nn.Module, windows: torch.Tensor, args) -> dict:
-    from calmix.pruning import prune_model
+    from calmix.pruning.driver import prune_model
 
     kwargs = dict(
         method=args.method, prunen=args.prunen, prunem=args.prunem, blocksize=args.blocksize,
@@ -326,7 +326,7 @@ def calmix_prune(model: nn.Module, windows: torch.Tensor, args) -> dict:
 def calmix_batch_size(args) -> int | None:
     if args.batch_size:
         return args.batch_size
-    from calmix.pruning import prune_model
+    from calmix.pruning.driver import prune_model
 
     default = inspect.signature(prune_model).parameters.get("batch_size")
     return None if default is None else default.default
@@ -365,12 +365,12 @@ def run_contender(name: str, args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.keep_malloc:
-        from calmix.devices import return_freed_memory_to_os
+        from calmix.core.devices import return_freed_memory_to_os
 
         return_freed_memory_to_os()  # for both contenders, as the prune rule does
     cuda = torch.device(args.device).type == "cuda"
     if name == "calmix":
-        import calmix.pruning  # noqa: F401  (import cost belongs to the baseline)
+        import calmix.pruning.driver  # noqa: F401  (import cost belongs to the baseline)
     model, windows = build_workload(args)
     result = {"contender": name, "fingerprint": fingerprint(model, windows), **memory_bound(model, args)}
     warm_up(model, windows, args)

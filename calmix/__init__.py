@@ -1,0 +1,6 @@
+"""calmix: which calibration data keeps which capabilities of a pruned LLM.
+
+One subpackage per stage of the workflow's DAG (docs/design.md): fetch -> world -> calibration ->
+pruning -> evaluation -> analysis, on top of core (files, integrity, code digests, logs, statistics),
+config (the study's config and its checks) and models (loading checkpoints and tokenizers).
+"""

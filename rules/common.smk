@@ -4,9 +4,9 @@ import re
 import sys
 from pathlib import Path
 
-from calmix import codehash
+from calmix.core import codehash
 from calmix.config import ConfigError, error_line, read_config_files, validate_config
-from calmix.corpora import local_files
+from calmix.calibration.corpora import local_files
 
 RESOURCES = Path(workflow.basedir) / "resources"
 SCRIPTS = Path(workflow.basedir) / "scripts"
@@ -22,7 +22,7 @@ except ConfigError as e:
 
 # Jobs run offline: only the fetch rules (localrules, run on this host) reach the hub, and
 # `snakemake prefetch` runs them ahead, so compute nodes never wait on retries. A user's own
-# HF_HUB_OFFLINE is kept as it is (calmix.hub then reads the local cache only).
+# HF_HUB_OFFLINE is kept as it is (calmix.fetch.hub then reads the local cache only).
 if "HF_HUB_OFFLINE" not in os.environ:
     os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", CALMIX_OFFLINE_BY_WORKFLOW="1")
 
@@ -98,7 +98,7 @@ def builder_spec(wildcards):
     """Only this builder's slice of the config, with its effective sources and weights for a mix."""
     spec = dict(BUILDERS[wildcards.calib])
     if spec["kind"] == "mix":
-        from calmix.mix import mix_weights
+        from calmix.calibration.mix import mix_weights
 
         spec["weights"] = mix_weights(spec.pop("sources", None), SOURCES)
     return spec
@@ -107,7 +107,7 @@ def builder_spec(wildcards):
 def self_generation(wildcards):
     """A self-generated builder's resolved knobs, split by phase, so that a selection knob never
     reruns the generation: {kind, size, generation, selection, prefix_source}."""
-    from calmix.selfgen import GENERATION_KNOBS, SELECTION_KNOBS, pool_size
+    from calmix.calibration.selfgen import GENERATION_KNOBS, SELECTION_KNOBS, pool_size
 
     spec, kind = BUILDERS[wildcards.calib], BUILDERS[wildcards.calib]["kind"]
     generation = {k: spec.get(k, v) for k, v in GENERATION_KNOBS[kind].items()}
@@ -159,7 +159,7 @@ def builtin_tasks(dimension):
 
 def harness(dimension):
     """The lm-eval settings of one dimension's evaluation jobs (keyword arguments of
-    calmix.evaluation.evaluate): HARNESS with this dimension's own limit, and its shots and metric
+    calmix.evaluation.harness.evaluate): HARNESS with this dimension's own limit, and its shots and metric
     choices only when set, so that editing one dimension reruns only its evaluations and studies
     that set none of them keep their params."""
     spec = config["evaluation"]["dimensions"][dimension]

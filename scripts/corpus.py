@@ -1,7 +1,7 @@
 """Fetch one calibration source's raw documents (model-independent) and write their manifest."""
 
-from calmix.corpora import load_documents, write_corpus
-from calmix.logs import setup_logging
+from calmix.calibration.corpora import load_documents, write_corpus
+from calmix.core.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 name, spec = snakemake.wildcards.calib, snakemake.params.spec

@@ -4,10 +4,10 @@ import logging
 
 import pandas as pd
 
-from calmix.correlation import correlation_table
-from calmix.io import write_table
-from calmix.logs import setup_logging
-from calmix.retention import Bootstrap
+from calmix.analysis.correlation import correlation_table
+from calmix.core.io import write_table
+from calmix.core.logs import setup_logging
+from calmix.analysis.retention import Bootstrap
 
 setup_logging(snakemake.log[0])
 corr = correlation_table(

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from calmix.devices import compute_device
-from calmix.evaluation import evaluate, write_items
-from calmix.io import write_json
-from calmix.logs import setup_logging
-from calmix.models import target_label
+from calmix.core.devices import compute_device
+from calmix.evaluation.harness import evaluate, write_items
+from calmix.core.io import write_json
+from calmix.core.logs import setup_logging
+from calmix.models.loading import target_label
 
 setup_logging(snakemake.log[0], snakemake.threads)
 w = snakemake.wildcards

@@ -1,8 +1,8 @@
 """Download a hub model (weights, config, tokenizer) into the Hugging Face cache; record where and which commit."""
 
-from calmix.hub import download_model
-from calmix.io import write_json
-from calmix.logs import setup_logging
+from calmix.fetch.hub import download_model
+from calmix.core.io import write_json
+from calmix.core.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 spec = snakemake.params.spec

@@ -4,13 +4,13 @@ import logging
 
 import numpy as np
 
-from calmix.devices import compute_device
-from calmix.logs import setup_logging
-from calmix.models import load_model
-from calmix.pools import write_pool
-from calmix.selfgen import generate_pool
-from calmix.shards import read_tokens
-from calmix.tokenizer import load_tokenizer
+from calmix.core.devices import compute_device
+from calmix.core.logs import setup_logging
+from calmix.models.loading import load_model
+from calmix.calibration.pools import write_pool
+from calmix.calibration.selfgen import generate_pool
+from calmix.calibration.shards import read_tokens
+from calmix.models.tokenizer import load_tokenizer
 
 setup_logging(snakemake.log[0], snakemake.threads)
 p = snakemake.params

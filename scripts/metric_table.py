@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from calmix.io import read_json
-from calmix.logs import setup_logging
-from calmix.io import write_table
+from calmix.core.io import read_json
+from calmix.core.logs import setup_logging
+from calmix.core.io import write_table
 
 setup_logging(snakemake.log[0])
 table = pd.DataFrame([read_json(p) for p in snakemake.input]).sort_values(["model", "calib", "seed"])

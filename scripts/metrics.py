@@ -1,12 +1,12 @@
 """Compute the OIT metrics of one calibration shard."""
 
-from calmix.devices import compute_device
-from calmix.io import write_json
-from calmix.logs import setup_logging
-from calmix.metrics import compute_metrics
-from calmix.models import load_model
-from calmix.shards import load_windows
-from calmix.tokenizer import load_tokenizer
+from calmix.core.devices import compute_device
+from calmix.core.io import write_json
+from calmix.core.logs import setup_logging
+from calmix.calibration.metrics import compute_metrics
+from calmix.models.loading import load_model
+from calmix.calibration.shards import load_windows
+from calmix.models.tokenizer import load_tokenizer
 
 setup_logging(snakemake.log[0], snakemake.threads)
 w = snakemake.wildcards

@@ -1,7 +1,7 @@
 """Draw a multi-source mix from its sources' shards of the same seed."""
 
-from calmix.logs import setup_logging
-from calmix.mix import build_mix
+from calmix.core.logs import setup_logging
+from calmix.calibration.mix import build_mix
 
 setup_logging(snakemake.log[0])
 spec = snakemake.params.spec

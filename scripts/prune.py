@@ -1,8 +1,8 @@
 """Prune the dense model (with a calibration shard, unless the method is data-free); save, reload, verify."""
 
-from calmix.devices import compute_device, return_freed_memory_to_os
-from calmix.logs import setup_logging
-from calmix.checkpoints import prune_checkpoint
+from calmix.core.devices import compute_device, return_freed_memory_to_os
+from calmix.core.logs import setup_logging
+from calmix.pruning.checkpoints import prune_checkpoint
 
 setup_logging(snakemake.log[0], snakemake.threads)
 return_freed_memory_to_os()

@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from calmix import plots
-from calmix.logs import setup_logging
-from calmix.report import paper_figures, write_markdown
+from calmix.analysis import plots
+from calmix.core.logs import setup_logging
+from calmix.analysis.report import paper_figures, write_markdown
 
 setup_logging(snakemake.log[0])
 tables = {name: pd.read_parquet(path) for name, path in snakemake.input.items()}
@@ -19,13 +19,13 @@ if "builders" in out.keys():
     plots.plot_comparisons(tables["comparisons"], out.builders, paper)
 provenance = [
     "Scores: results/eval/<model>/dense|<method>/<target>/<calib>/seed<seed>/<dimension>.json, per-item "
-    "scores beside them in .items.parquet (lm-eval via calmix.evaluation).",
+    "scores beside them in .items.parquet (lm-eval via calmix.evaluation.harness).",
     "Retention: results/tables/retention.csv (per checkpoint), retention_summary.csv (over seeds) and "
     "retention_settings.csv (over calibration sets), retention_comparisons.csv (built sets against single "
-    "sources), calmix.retention.",
-    "Correlations: results/tables/correlations.csv (calmix.correlation).",
-    "OIT metrics: results/tables/metrics.csv (calmix.metrics, on the windows in results/shards/).",
-    "Figures: results/plots/ (calmix.plots); the full HTML report: snakemake --report results/report.html.",
+    "sources), calmix.analysis.retention.",
+    "Correlations: results/tables/correlations.csv (calmix.analysis.correlation).",
+    "OIT metrics: results/tables/metrics.csv (calmix.calibration.metrics, on the windows in results/shards/).",
+    "Figures: results/plots/ (calmix.analysis.plots); the full HTML report: snakemake --report results/report.html.",
 ]
 write_markdown(tables["summary"], tables["settings"], tables["retention"], tables["correlations"], tables["metrics"], out.md,
                title=params.title, notes=provenance, comparisons=tables["comparisons"],

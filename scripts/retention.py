@@ -2,9 +2,9 @@
 
 import logging
 
-from calmix.io import write_table
-from calmix.logs import setup_logging
-from calmix.retention import Bootstrap, builder_comparisons, load_eval_records, retention_with_intervals
+from calmix.core.io import write_table
+from calmix.core.logs import setup_logging
+from calmix.analysis.retention import Bootstrap, builder_comparisons, load_eval_records, retention_with_intervals
 
 setup_logging(snakemake.log[0])
 boot = Bootstrap(**snakemake.params.bootstrap)

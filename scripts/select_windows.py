@@ -1,9 +1,9 @@
 """Pick a self-generated builder's windows from its scored pool and write them as a shard."""
 
-from calmix.logs import setup_logging
-from calmix.pools import read_pool
-from calmix.selfgen import select_windows
-from calmix.shards import write_shard
+from calmix.core.logs import setup_logging
+from calmix.calibration.pools import read_pool
+from calmix.calibration.selfgen import select_windows
+from calmix.calibration.shards import write_shard
 
 setup_logging(snakemake.log[0])
 p = snakemake.params

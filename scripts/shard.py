@@ -1,7 +1,7 @@
 """Sample one seeded calibration shard from a source's token ids."""
 
-from calmix.logs import setup_logging
-from calmix.shards import build_shard, read_manifest, read_tokens
+from calmix.core.logs import setup_logging
+from calmix.calibration.shards import build_shard, read_manifest, read_tokens
 
 setup_logging(snakemake.log[0])
 tokens = read_manifest(snakemake.input[0])  # an integrity error, naming the rebuild, when it is missing

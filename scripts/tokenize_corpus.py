@@ -1,11 +1,11 @@
 """Tokenize one source's corpus with one model's tokenizer (chat documents via its chat template)."""
 
-from calmix.corpora import read_corpus
-from calmix.integrity import verify_checkpoint
-from calmix.io import sha256_file
-from calmix.logs import setup_logging
-from calmix.shards import tokenize_corpus, write_tokens
-from calmix.tokenizer import load_tokenizer, tokenizer_hash
+from calmix.calibration.corpora import read_corpus
+from calmix.core.integrity import verify_checkpoint
+from calmix.core.io import sha256_file
+from calmix.core.logs import setup_logging
+from calmix.calibration.shards import tokenize_corpus, write_tokens
+from calmix.models.tokenizer import load_tokenizer, tokenizer_hash
 
 setup_logging(snakemake.log[0])
 verify_checkpoint(snakemake.input.model, snakemake.params.model_manifest)  # the world model's training.json

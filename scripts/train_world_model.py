@@ -2,12 +2,12 @@
 
 import logging
 
-from calmix.corpora import read_corpus
-from calmix.io import atomic_path
-from calmix.logs import setup_logging
-from calmix.models import write_checkpoint_manifest
-from calmix.tokenizer import train_tokenizer
-from calmix.training import train_model
+from calmix.calibration.corpora import read_corpus
+from calmix.core.io import atomic_path
+from calmix.core.logs import setup_logging
+from calmix.models.loading import write_checkpoint_manifest
+from calmix.models.tokenizer import train_tokenizer
+from calmix.world.training import train_model
 
 setup_logging(snakemake.log[0], snakemake.threads)
 docs = [d["text"] for d in read_corpus(snakemake.input[0])]

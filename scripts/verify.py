@@ -3,8 +3,8 @@ and in the log; the job fails when anything is damaged."""
 
 import sys
 
-from calmix.io import write_text
-from calmix.verify import summary, verify_tree
+from calmix.core.io import write_text
+from calmix.core.verify import summary, verify_tree
 
 checked, problems = verify_tree(snakemake.params.results)
 report = "".join(f"{line}\n" for line in [*(p.line() for p in problems), summary(checked, problems)])

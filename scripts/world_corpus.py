@@ -3,9 +3,9 @@
 Sample seed 0; calibration sources draw with seed 1, so no calibration document is a training one.
 """
 
-from calmix.corpora import write_corpus
-from calmix.logs import setup_logging
-from calmix.world import World
+from calmix.calibration.corpora import write_corpus
+from calmix.core.logs import setup_logging
+from calmix.world.domain import World
 
 setup_logging(snakemake.log[0])
 seed, n = snakemake.params.seed, snakemake.params.docs

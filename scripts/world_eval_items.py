@@ -2,9 +2,9 @@
 
 import json
 
-from calmix.io import atomic_path
-from calmix.logs import setup_logging
-from calmix.world import World
+from calmix.core.io import atomic_path
+from calmix.core.logs import setup_logging
+from calmix.world.domain import World
 
 setup_logging(snakemake.log[0])
 items = World(snakemake.params.seed).eval_items(snakemake.wildcards.task, snakemake.params.n, seed=0)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calmix.tokenizer import train_tokenizer
-from calmix.world import World
+from calmix.models.tokenizer import train_tokenizer
+from calmix.world.domain import World
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -72,7 +72,7 @@ def world_tokenizer():
 @pytest.fixture(scope="session")
 def make_shard(world_tokenizer):
     """Tokenize texts with the world tokenizer and build one shard at path; returns its manifest."""
-    from calmix.shards import build_shard, tokenize_corpus
+    from calmix.calibration.shards import build_shard, tokenize_corpus
 
     def make(texts, path, *, nsamples=16, seqlen=32, seed=0, sampling="windows", bos="none", tokenizer=None):
         tok = tokenizer or world_tokenizer

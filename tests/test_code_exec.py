@@ -1,4 +1,4 @@
-"""calmix.code_exec: model-completed functions are run against asserts, only with the opt-in."""
+"""calmix.evaluation.code_exec: model-completed functions are run against asserts, only with the opt-in."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from calmix import code_exec
-from calmix.code_exec import CodeExecutionRefused, check_completion, process_results, run_program
-from calmix.world import World
+from calmix.evaluation import code_exec
+from calmix.evaluation.code_exec import CodeExecutionRefused, check_completion, process_results, run_program
+from calmix.world.domain import World
 
 HEAD = "def add_7(x):\n    return"
 TESTS = ["assert add_7(3) == 10", "assert add_7(-2) == 5"]

@@ -4,17 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from calmix.codehash import library_code, library_modules, module_digest
+from calmix.core.codehash import library_code, library_modules, module_digest
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
 @pytest.mark.parametrize("script, runs, not_runs", [
-    ("prune.py", {"calmix.pruning", "calmix.checkpoints", "calmix.models", "calmix.shards", "calmix.io"}, {"calmix.metrics", "calmix.evaluation"}),
-    ("shard.py", {"calmix.shards", "calmix.io"}, {"calmix.pruning", "calmix.models", "calmix.metrics"}),
-    ("metrics.py", {"calmix.metrics", "calmix.models", "calmix.shards"}, {"calmix.pruning", "calmix.checkpoints"}),
-    ("evaluate.py", {"calmix.evaluation", "calmix.code_exec", "calmix.models"}, {"calmix.pruning", "calmix.metrics"}),
-    ("report.py", {"calmix.plots", "calmix.report", "calmix.retention", "calmix.correlation"}, {"calmix.pruning"}),
+    ("prune.py", {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.models.loading", "calmix.calibration.shards", "calmix.core.io"}, {"calmix.calibration.metrics", "calmix.evaluation.harness"}),
+    ("shard.py", {"calmix.calibration.shards", "calmix.core.io"}, {"calmix.pruning.driver", "calmix.models.loading", "calmix.calibration.metrics"}),
+    ("metrics.py", {"calmix.calibration.metrics", "calmix.models.loading", "calmix.calibration.shards"}, {"calmix.pruning.driver", "calmix.pruning.checkpoints"}),
+    ("evaluate.py", {"calmix.evaluation.harness", "calmix.evaluation.code_exec", "calmix.models.loading"}, {"calmix.pruning.driver", "calmix.calibration.metrics"}),
+    ("report.py", {"calmix.analysis.plots", "calmix.analysis.report", "calmix.analysis.retention", "calmix.analysis.correlation"}, {"calmix.pruning.driver"}),
 ])
 def test_scripts_run_the_modules_they_import_transitively(script, runs, not_runs):
     modules = set(library_modules(SCRIPTS / script))
@@ -24,8 +24,8 @@ def test_scripts_run_the_modules_they_import_transitively(script, runs, not_runs
 
 def test_imports_inside_functions_count(tmp_path):
     script = tmp_path / "s.py"
-    script.write_text("def f():\n    from calmix.world import World\n    return World\n")
-    assert "calmix.world" in library_modules(script)
+    script.write_text("def f():\n    from calmix.world.domain import World\n    return World\n")
+    assert "calmix.world.domain" in library_modules(script)
 
 
 def test_digest_follows_the_code_not_comments_docstrings_or_layout(tmp_path):

@@ -310,7 +310,7 @@ def test_values_at_the_limits_are_accepted(edits, workdir):
 
 
 def test_world_model_check_agrees_with_building_the_model():
-    """The head check accepts exactly the shapes a LlamaForCausalLM builds and runs (as calmix.training builds it)."""
+    """The head check accepts exactly the shapes a LlamaForCausalLM builds and runs (as calmix.world.training builds it)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     for hidden, heads in [(32, 2), (30, 4), (36, 4), (18, 2), (12, 4), (8, 8), (10, 5), (24, 4), (40, 5), (16, 8)]:
@@ -358,7 +358,7 @@ def test_the_kind_table_and_the_schema_agree():
     models = schema["properties"]["models"]["additionalProperties"]["properties"]
     assert set(sources) == {k for keys in KEYS_BY_KIND["source"].values() for k in keys}
     assert set(models) == {k for keys in KEYS_BY_KIND["model"].values() for k in keys}
-    corpora = (REPO / "calmix" / "corpora.py").read_text()
+    corpora = (REPO / "calmix" / "calibration" / "corpora.py").read_text()
     read = set(re.findall(r"spec(?:\.get\(|\[)\"(\w+)\"", corpora))
     assert read and read <= {k for keys in KEYS_BY_KIND["source"].values() for k in keys}
 
@@ -383,7 +383,7 @@ def test_every_schema_pattern_is_described_in_words():
 
 def test_templates_share_one_rule_with_the_corpus(tmp_path):
     """The corpus refuses what the config check refuses: {text.upper} would put a memory address in a document."""
-    from calmix.corpora import CorpusError, load_documents
+    from calmix.calibration.corpora import CorpusError, load_documents
 
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"text": "a"}) + "\n")
@@ -435,7 +435,7 @@ def test_dimension_settings_default_to_zero_shots_the_global_limit_and_primary_m
 
 def test_world_code_exec_needs_the_opt_in_by_its_yaml():
     """world_code_exec is no lm-eval code family by name: its YAML's unsafe_code: true is what counts."""
-    from calmix.evaluation import CODE_EXECUTING_TASKS
+    from calmix.evaluation.harness import CODE_EXECUTING_TASKS
 
     assert not "world_code_exec".startswith(CODE_EXECUTING_TASKS)
     dims = {"code": {"tasks": ["world_code_exec"]}}
@@ -448,7 +448,7 @@ def test_world_code_exec_needs_the_opt_in_by_its_yaml():
 
 
 def test_unsafe_code_is_read_from_task_yamls_and_their_includes(tmp_path):
-    from calmix.evaluation import executes_code
+    from calmix.evaluation.harness import executes_code
 
     (tmp_path / "base.yaml").write_text("unsafe_code: true\nprocess_results: !function nowhere.at_all\n")
     (tmp_path / "child.yaml").write_text("include: base.yaml\ntask: child\n")
@@ -463,7 +463,7 @@ def test_code_executing_task_list_covers_lm_eval():
     # Every task lm-eval marks unsafe_code (and every task including such a config) is caught.
     import lm_eval
 
-    from calmix.evaluation import executes_code
+    from calmix.evaluation.harness import executes_code
 
     root = Path(lm_eval.__file__).parent / "tasks"
     unsafe = {p for p in root.rglob("*.yaml") if "unsafe_code: true" in p.read_text(errors="ignore")}

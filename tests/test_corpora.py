@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from calmix.corpora import CorpusError, load_documents, read_corpus, template_fields, write_corpus
+from calmix.calibration.corpora import CorpusError, load_documents, read_corpus, template_fields, write_corpus
 
 RECORDS = [{"question": f"what is {i}+{i}?", "answer": str(2 * i), "n": i} for i in range(6)]
 TEMPLATE = "{question}\n{answer}"
@@ -132,7 +132,7 @@ def test_hub_dataset_without_network_fails_at_once_and_names_the_remedy(monkeypa
 
 
 def test_hub_model_without_network_fails_at_once_and_names_the_remedy(monkeypatch, tmp_path):
-    from calmix.hub import HubUnreachable, download_model
+    from calmix.fetch.hub import HubUnreachable, download_model
 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     start = time.perf_counter()
@@ -142,7 +142,7 @@ def test_hub_model_without_network_fails_at_once_and_names_the_remedy(monkeypatc
 
 
 def test_model_folder_follows_a_fetch_manifest(tmp_path):
-    from calmix.hub import model_folder
+    from calmix.fetch.hub import model_folder
 
     (tmp_path / "llama.json").write_text(json.dumps({"path": "/cache/snapshots/abc"}))
     assert str(model_folder(tmp_path / "llama.json")) == "/cache/snapshots/abc"
@@ -152,7 +152,7 @@ def test_model_folder_follows_a_fetch_manifest(tmp_path):
 def test_hub_text_folder_and_a_source_end_to_end(tmp_path, world_tokenizer):
     # A text dataset folder (one record per line, as datasets' text loader reads it), then the whole
     # path a source takes: documents -> token ids -> a shard in documents mode with a BOS per document.
-    from calmix.shards import build_shard, load_windows, tokenize_corpus
+    from calmix.calibration.shards import build_shard, load_windows, tokenize_corpus
 
     folder = tmp_path / "lines"
     folder.mkdir()

@@ -1,5 +1,5 @@
-"""Tests for the bootstrap-over-seeds interval of Spearman rho in calmix.correlation.correlation_table
-(rho_low, rho_high) and for calmix.stats.rowwise_spearman, which it uses.
+"""Tests for the bootstrap-over-seeds interval of Spearman rho in calmix.analysis.correlation.correlation_table
+(rho_low, rho_high) and for calmix.core.stats.rowwise_spearman, which it uses.
 
 The interval's exact distribution is built by enumeration: every source's seeds are drawn with
 replacement (k^k equally likely ordered draws for k seeds, a seed's metric and retention kept
@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from calmix.correlation import CORRELATION_COLUMNS, correlation_table
-from calmix.retention import Bootstrap
-from calmix.stats import rowwise_spearman
+from calmix.analysis.correlation import CORRELATION_COLUMNS, correlation_table
+from calmix.analysis.retention import Bootstrap
+from calmix.core.stats import rowwise_spearman
 
 MODEL = "world"
 GROUP = {"model": MODEL, "method": "sparsegpt", "sparsity": 0.6}

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from calmix.devices import DeviceError, compute_device
+from calmix.core.devices import DeviceError, compute_device
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_no_gpu_is_a_clear_error(monkeypatch, tmp_path):
 def test_freed_activation_buffers_go_back_to_the_os():
     import torch
 
-    from calmix.devices import return_freed_memory_to_os
+    from calmix.core.devices import return_freed_memory_to_os
 
     def rss_mb():
         with open("/proc/self/statm") as f:

@@ -4,8 +4,8 @@ import pytest
 import yaml
 from conftest import TINY, snakemake, write_config
 
-from calmix.corpora import CorpusError
-from calmix.logs import error_line
+from calmix.calibration.corpora import CorpusError
+from calmix.core.logs import error_line
 
 
 def test_calmix_errors_read_as_their_message_and_others_by_type():

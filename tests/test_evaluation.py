@@ -1,4 +1,4 @@
-"""Tests for calmix.evaluation: the local lm-eval tasks on a tiny random LLaMA.
+"""Tests for calmix.evaluation.harness: the local lm-eval tasks on a tiny random LLaMA.
 
 The scores of a random model say nothing, so correctness of the scoring (filters,
 exact_match, acc, chance) is checked with a fake lm-eval model that answers from a
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from calmix import evaluation
-from calmix.evaluation import MetricError, TaskConfigError, evaluate, load_task_config
-from calmix.models import write_checkpoint_manifest
-from calmix.world import World
+from calmix.evaluation import harness as evaluation
+from calmix.evaluation.harness import MetricError, TaskConfigError, evaluate, load_task_config
+from calmix.models.loading import write_checkpoint_manifest
+from calmix.world.domain import World
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "resources" / "lm_eval_tasks"
 TASKS = ["world_general", "world_commonsense", "world_code", "world_math"]
@@ -219,7 +219,7 @@ def test_import_is_cheap():
     import time
 
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import calmix.evaluation"], check=True)
+    subprocess.run([sys.executable, "-c", "import calmix.evaluation.harness"], check=True)
     assert time.perf_counter() - start < 3.0
 
 
@@ -397,7 +397,7 @@ def test_code_executing_tasks_are_refused_without_the_opt_in(tmp_path):
 
 
 def test_items_round_trip(tmp_path, tiny_result):
-    from calmix.evaluation import read_items, write_items
+    from calmix.evaluation.harness import read_items, write_items
 
     write_items(tiny_result["items"], tmp_path / "x.items.parquet")
     back = read_items(tmp_path / "x.items.parquet")
@@ -408,7 +408,7 @@ def test_items_keep_the_weight_and_old_files_read_with_weight_one(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from calmix.evaluation import read_items, write_items
+    from calmix.evaluation.harness import read_items, write_items
 
     items = [
         {"task": "p", "leaf": "p", "doc_id": 0, "score": -12.5, "weight": 7.0},

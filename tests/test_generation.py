@@ -1,4 +1,4 @@
-"""calmix.generation: seeded, KV-cached sampling with a tiny random LLaMA, and per-sequence scores."""
+"""calmix.calibration.generation: seeded, KV-cached sampling with a tiny random LLaMA, and per-sequence scores."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from calmix.generation import (
+from calmix.calibration.generation import (
     RowSampler,
     ScheduledTemperatureWarper,
     TemperatureSchedule,
@@ -24,7 +24,7 @@ from calmix.generation import (
     logits_processors,
     score_sequences,
 )
-from calmix.metrics import ngram4_aggregation
+from calmix.calibration.metrics import ngram4_aggregation
 
 BOS, EOS, VOCAB, LENGTH = 0, 1, 100, 16
 

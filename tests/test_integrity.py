@@ -14,15 +14,15 @@ import torch
 from conftest import edit_in_place
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from calmix.corpora import write_corpus
-from calmix.integrity import IntegrityError
-from calmix.io import atomic_path, read_json, write_json
-from calmix.models import CheckpointError, load_model, verify_checkpoint, write_checkpoint_manifest
-from calmix.mix import build_mix
-from calmix.pools import read_pool, write_pool
-from calmix.shards import ShardError, ShardIntegrityError, load_windows, read_manifest, read_tokens, write_shard, write_tokens
-from calmix.verify import main as verify_main
-from calmix.verify import verify_tree
+from calmix.calibration.corpora import write_corpus
+from calmix.core.integrity import IntegrityError
+from calmix.core.io import atomic_path, read_json, write_json
+from calmix.models.loading import CheckpointError, load_model, verify_checkpoint, write_checkpoint_manifest
+from calmix.calibration.mix import build_mix
+from calmix.calibration.pools import read_pool, write_pool
+from calmix.calibration.shards import ShardError, ShardIntegrityError, load_windows, read_manifest, read_tokens, write_shard, write_tokens
+from calmix.core.verify import main as verify_main
+from calmix.core.verify import verify_tree
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -195,7 +195,7 @@ def test_a_mix_whose_source_shard_was_deleted_names_it(tmp_path):
 
 
 def test_pruning_with_a_deleted_shard_or_model_manifest_names_them(tmp_path, checkpoint, data_files):
-    from calmix.checkpoints import prune_checkpoint
+    from calmix.pruning.checkpoints import prune_checkpoint
 
     out = tmp_path / "pruned"
     data_files["shard"].unlink()
@@ -305,8 +305,8 @@ def test_every_problem_is_reported_and_paths_are_named_from_the_study(results, c
 
 def test_the_command_exits_1_on_a_problem_0_when_intact_and_is_a_console_script(results):
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["calmix-verify"] == "calmix.verify:main"
-    command = [sys.executable, "-m", "calmix.verify"]
+    assert scripts["calmix-verify"] == "calmix.core.verify:main"
+    command = [sys.executable, "-m", "calmix.core.verify"]
     intact = subprocess.run(command, cwd=results.parent, capture_output=True, text=True)
     assert (intact.returncode, intact.stdout) == (0, "7 files verified, 0 problems\n")
     edit_in_place(results / "pools/world/igsp/seed0.parquet")

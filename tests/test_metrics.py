@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from calmix.metrics import METRICS, compute_metrics
+from calmix.calibration.metrics import METRICS, compute_metrics
 
 
 def test_ngram4_aggregation_counts_occurrences_of_repeated_4grams():

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from calmix.mix import build_mix, mix_counts, mix_weights
-from calmix.shards import load_windows, write_shard
+from calmix.calibration.mix import build_mix, mix_counts, mix_weights
+from calmix.calibration.shards import load_windows, write_shard
 
 SEQLEN = 8
 

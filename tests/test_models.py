@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from calmix.checkpoints import _verify, prune_checkpoint
-from calmix.models import load_model, parse_target, target_label, write_checkpoint_manifest
-from calmix.pruning import PruningError
-from calmix.world import World
+from calmix.pruning.checkpoints import _verify, prune_checkpoint
+from calmix.models.loading import load_model, parse_target, target_label, write_checkpoint_manifest
+from calmix.pruning.driver import PruningError
+from calmix.world.domain import World
 
 
 @pytest.fixture(scope="module")

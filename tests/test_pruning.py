@@ -1,4 +1,4 @@
-"""Tests for calmix.pruning: SparseGPT against a plain OBS implementation, Wanda and magnitude against
+"""Tests for calmix.pruning.driver: SparseGPT against a plain OBS implementation, Wanda and magnitude against
 independent score computations, and the model driver (shared statistics, masks, true-sequential, skip)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from calmix.pruning import (
+from calmix.pruning.driver import (
     CUMULATIVE_TOLERANCE,
     InverseFactor,
     PRUNERS,
@@ -617,7 +617,7 @@ def test_wanda_cumulative_through_driver():
 
 
 def test_shared_statistics_equal_per_linear_hessians(monkeypatch):
-    import calmix.pruning as pruning
+    import calmix.pruning.driver as pruning
 
     built = []
 
@@ -721,7 +721,7 @@ def test_skip_leaves_matched_linears_untouched():
 def test_skip_that_prunes_nothing_fails_before_any_work(monkeypatch, patterns, words, method):
     """skip: ['*'] once ran, logged 'verified sparsity 0.0000', and the dense model was evaluated as the
     pruned checkpoint; now such patterns (and a pattern matching nothing: a typo) fail at once."""
-    import calmix.pruning as pruning
+    import calmix.pruning.driver as pruning
 
     def no_work(*args, **kwargs):
         raise AssertionError("pruning work started before the skip check")
@@ -835,7 +835,7 @@ def test_unfactorisable_hessian_names_the_layer_and_its_group():
 def test_true_sequential_stages_start_inside_the_layer(monkeypatch):
     # down_proj's stage starts at mlp with the arguments recorded in gate/up's pass: the attention
     # is not recomputed there, and the weights are bitwise those of full-layer passes.
-    import calmix.pruning as pruning
+    import calmix.pruning.driver as pruning
 
     dense, ids, batches = tiny_llama(), windows(12, 16), 3
 

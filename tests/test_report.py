@@ -1,4 +1,4 @@
-"""Tests of the report stage: calmix.retention, calmix.correlation, calmix.plots and calmix.report.
+"""Tests of the report stage: calmix.analysis.retention, calmix.analysis.correlation, calmix.analysis.plots and calmix.analysis.report.
 
 Every expected number is built by hand from the synthetic scores below, never from the module.
 """
@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-import calmix.correlation as cr
-import calmix.plots as pl
-import calmix.retention as rt
-from calmix import report
-from calmix.io import write_table
-from calmix.stats import benjamini_hochberg, spearman
+import calmix.analysis.correlation as cr
+import calmix.analysis.plots as pl
+import calmix.analysis.retention as rt
+from calmix.analysis import report
+from calmix.core.io import write_table
+from calmix.core.stats import benjamini_hochberg, spearman
 
 MODEL = "world"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -199,7 +199,7 @@ def test_missing_dense_is_an_error():
 
 def test_dense_zero_gives_nan_and_warning(caplog):
     records = make_records({("math", "math_gsm"): (0.0, 0.0)})
-    with caplog.at_level(logging.WARNING, logger="calmix.retention"):
+    with caplog.at_level(logging.WARNING, logger="calmix.analysis.retention"):
         table = rt.retention_table(records)
     assert math.isnan(value(table, "A", 0, "task", "math_gsm"))
     assert math.isnan(value(table, "A", 0, "dimension", "math"))
@@ -213,7 +213,7 @@ def test_dense_zero_gives_nan_and_warning(caplog):
 
 def test_dense_at_chance_gives_nan_adjusted_only(caplog):
     records = make_records({("general", "gen_mc"): (0.25, 0.25)})
-    with caplog.at_level(logging.WARNING, logger="calmix.retention"):
+    with caplog.at_level(logging.WARNING, logger="calmix.analysis.retention"):
         table = rt.retention_table(records)
     assert math.isnan(value(table, "A", 0, "task", "gen_mc", "chance_adjusted"))
     assert value(table, "A", 0, "task", "gen_mc") == pytest.approx(0.40 / 0.25)

@@ -159,11 +159,11 @@ def repo_copy(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("module, edit, reruns", [
-    ("pruning.py", "\nEDITED = 1\n", {"prune", "evaluate_pruned", "retention", "correlations", "report", "all"}),
-    ("metrics.py", "\nEDITED = 1\n", {"metrics", "metric_table", "correlations", "report", "all"}),
-    ("evaluation.py", "\nEDITED = 1\n", {"evaluate_dense", "evaluate_pruned", "retention", "correlations", "report", "all"}),
-    ("plots.py", "\nEDITED = 1\n", {"report", "all"}),
-    ("pruning.py", "\n# a comment, and a docstring edit below, change nothing the code does\n", set()),
+    ("pruning/driver.py", "\nEDITED = 1\n", {"prune", "evaluate_pruned", "retention", "correlations", "report", "all"}),
+    ("calibration/metrics.py", "\nEDITED = 1\n", {"metrics", "metric_table", "correlations", "report", "all"}),
+    ("evaluation/harness.py", "\nEDITED = 1\n", {"evaluate_dense", "evaluate_pruned", "retention", "correlations", "report", "all"}),
+    ("analysis/plots.py", "\nEDITED = 1\n", {"report", "all"}),
+    ("pruning/driver.py", "\n# a comment, and a docstring edit below, change nothing the code does\n", set()),
 ])
 def test_editing_a_library_module_reruns_exactly_the_stages_that_import_it(finished, repo_copy, module, edit, reruns):
     path = repo_copy / "calmix" / module
@@ -176,7 +176,7 @@ def test_editing_a_library_module_reruns_exactly_the_stages_that_import_it(finis
     assert result.returncode == 0, result.stderr[-4000:]
     assert set(planned(result)) == reruns, result.stdout[-3000:]
     if reruns:
-        first = {"pruning.py": "prune", "metrics.py": "metrics", "evaluation.py": "evaluate_pruned", "plots.py": "report"}[module]
+        first = {"pruning/driver.py": "prune", "calibration/metrics.py": "metrics", "evaluation/harness.py": "evaluate_pruned", "analysis/plots.py": "report"}[module]
         jobs = result.stdout.split("\nrule ")[1:] + result.stdout.split("\nlocalrule ")[1:]
         reasons = [job for job in jobs if job.startswith(f"{first}:")]
         assert reasons and all("Params have changed since last execution" in job for job in reasons)

@@ -1,4 +1,4 @@
-"""Tests for calmix.retention.retention_with_intervals: bootstrap intervals of retention from
+"""Tests for calmix.analysis.retention.retention_with_intervals: bootstrap intervals of retention from
 per-item scores (per checkpoint, paired with the dense model's items) and over seeds (two-stage).
 
 Every expected number is derived without the module: by hand, by exact enumeration of a discrete
@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calmix.evaluation import write_items
-from calmix.retention import (
+from calmix.evaluation.harness import write_items
+from calmix.analysis.retention import (
     INTERVAL_COLUMNS,
     RETENTION_COLUMNS,
     SUMMARY_COLUMNS,
@@ -436,7 +436,7 @@ def test_perplexity_retention_is_dense_over_pruned_from_items(caplog):
 
 def test_items_disagreeing_with_the_reported_score_are_flagged(caplog):
     recs, words, _, pruned_ll = perplexity_records(shift_score=99.0)
-    with caplog.at_level(logging.WARNING, logger="calmix.retention"):
+    with caplog.at_level(logging.WARNING, logger="calmix.analysis.retention"):
         table, _, *_ = retention_with_intervals(recs, Bootstrap(resamples=200, seed=0))
     assert str(items_path(recs[1]["path"])) in caplog.text
     # the point estimate follows the reported score, as in retention_table
@@ -614,7 +614,7 @@ def test_over_sets_is_the_mean_of_the_sets_with_an_exact_interval():
 
 
 def test_comparisons_of_built_sets_are_paired_differences_with_exact_intervals():
-    from calmix.retention import builder_comparisons
+    from calmix.analysis.retention import builder_comparisons
 
     # web: seeds 0.6/0.7/0.8 (mean 0.7, the best single source); code: one seed at 0.4; the mix "m":
     # one seed at 0.9. No item noise, so m - web = 0.9 - (web's seed mean): 0.2 [0.1, 0.3] exactly.
@@ -632,7 +632,7 @@ def test_comparisons_of_built_sets_are_paired_differences_with_exact_intervals()
 
 
 def test_comparison_of_sets_scored_alike_item_by_item_has_no_item_noise():
-    from calmix.retention import builder_comparisons
+    from calmix.analysis.retention import builder_comparisons
 
     rng = np.random.default_rng(0)
     dense, pruned = binary(rng, 300, 0.9), binary(rng, 300, 0.6)

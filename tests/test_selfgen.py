@@ -1,4 +1,4 @@
-"""calmix.selfgen: Self-Cal, SGS and IGSP selection on hand-built pools, and each builder end to end."""
+"""calmix.calibration.selfgen: Self-Cal, SGS and IGSP selection on hand-built pools, and each builder end to end."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 from test_generation import BOS, EOS, tiny_llama
 
-from calmix.generation import TemperatureSchedule, generate
-from calmix.metrics import ngram4_aggregation
-from calmix.selfgen import (
+from calmix.calibration.generation import TemperatureSchedule, generate
+from calmix.calibration.metrics import ngram4_aggregation
+from calmix.calibration.selfgen import (
     SGS_SAMPLING,
     generate_pool,
     igsp_pool_size,
@@ -31,7 +31,7 @@ from calmix.selfgen import (
 
 def build(kind, model, *, nsamples, seqlen, seed, generation=None, selection=None, documents=None, batch_size=8):
     """Both phases, as the workflow's generate_pool and select_windows rules run them."""
-    from calmix.selfgen import GENERATION_KNOBS, SELECTION_KNOBS
+    from calmix.calibration.selfgen import GENERATION_KNOBS, SELECTION_KNOBS
 
     generation = {**GENERATION_KNOBS[kind], **(generation or {})}
     selection = {**SELECTION_KNOBS[kind], **(selection or {})}

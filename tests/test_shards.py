@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from calmix.shards import ShardError, load_windows, read_tokens, sample_windows, tokenize_corpus, write_tokens
-from calmix.world import World
+from calmix.calibration.shards import ShardError, load_windows, read_tokens, sample_windows, tokenize_corpus, write_tokens
+from calmix.world.domain import World
 
 
 def _ids(tok, texts):

@@ -1,4 +1,4 @@
-"""calmix.stats against scipy on fixed data, the exact p-value against brute-force enumeration."""
+"""calmix.core.stats against scipy on fixed data, the exact p-value against brute-force enumeration."""
 
 import itertools
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from calmix.stats import (EXACT_MAX_N, benjamini_hochberg, keyed_rng, percentile_interval,
+from calmix.core.stats import (EXACT_MAX_N, benjamini_hochberg, keyed_rng, percentile_interval,
                           resample_counts, spearman)
 
 X15 = [3.1, 0.2, 5.5, 1.0, 4.4, 2.2, 9.0, 7.5, 6.1, 8.8, 0.9, 3.3, 2.0, 7.0, 5.0]

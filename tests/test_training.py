@@ -3,8 +3,8 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from calmix.training import train_model
-from calmix.world import World
+from calmix.world.training import train_model
+from calmix.world.domain import World
 
 ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "max_position_embeddings": 64}
 TRAIN = {"steps": 30, "batch_size": 8, "seqlen": 32, "lr": 0.003, "bf16": False}

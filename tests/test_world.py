@@ -2,7 +2,7 @@
 
 import re
 
-from calmix.world import DIMENSION_TASKS, WORLD_GENERATORS, World
+from calmix.world.domain import DIMENSION_TASKS, WORLD_GENERATORS, World
 
 
 def test_same_seed_same_text_other_seed_other_text():

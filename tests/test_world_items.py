@@ -3,7 +3,7 @@
 import hashlib
 import json
 
-from calmix.world import DIMENSION_TASKS, WORLD_TASKS, World
+from calmix.world.domain import DIMENSION_TASKS, WORLD_TASKS, World
 
 # sha256 (first 16 hex digits) of the jsonl the world_eval_items rule writes for world seed 0 and
 # 200 items (the default study), recorded before world_code_exec and world_perplexity existed:
@@ -41,7 +41,7 @@ def test_perplexity_documents_are_held_out_text():
 
 
 def test_every_world_task_has_items_and_a_task_yaml():
-    from calmix.evaluation import DEFAULT_TASK_DIR
+    from calmix.evaluation.harness import DEFAULT_TASK_DIR
 
     for task in WORLD_TASKS:
         assert World(0).eval_items(task, 3, seed=0), task

@@ -1,6 +1,6 @@
 """One-shot pruning of causal LMs: SparseGPT (Frantar & Alistarh, 2023), Wanda (Sun et al., 2024), magnitude.
 
-SparseGPT follows IST-DASLab/sparsegpt (see REFERENCE.md, "SparseGPT") with three deliberate changes:
+SparseGPT follows IST-DASLab/sparsegpt (see docs/reference.md, "SparseGPT") with three deliberate changes:
 
 * the unstructured mask prunes exactly ``int(numel * sparsity)`` entries per column block (the
   reference's ``score <= threshold`` prunes one extra entry per block, and more on ties);
@@ -9,7 +9,7 @@ SparseGPT follows IST-DASLab/sparsegpt (see REFERENCE.md, "SparseGPT") with thre
 * the driver records every argument the model passes to each decoder layer (transformers 5 passes
   rotary ``position_embeddings`` and per-layer-type attention masks), instead of only the mask.
 
-Wanda (REFERENCE.md, "Wanda") prunes exactly ``floor(in * sparsity)`` per row with a stable sort (the
+Wanda (docs/reference.md, "Wanda") prunes exactly ``floor(in * sparsity)`` per row with a stable sort (the
 reference's ``<=`` threshold prunes extra entries on ties); its cumulative variant never prunes a whole
 row by accident (the reference gathers index -1 when no entry is below the threshold).
 

@@ -1,6 +1,6 @@
 """Statistics for the report: Spearman rho with an exact or approximate p-value, Benjamini-Hochberg
-q-values across a grid of tests, and the pieces of the seeded bootstrap that calmix.retention and
-calmix.correlation build their intervals from (keyed draws, resample counts, percentile intervals,
+q-values across a grid of tests, and the pieces of the seeded bootstrap that calmix.analysis.retention and
+calmix.analysis.correlation build their intervals from (keyed draws, resample counts, percentile intervals,
 rho of many resamples at once).
 
 With 15 calibration sources a rank correlation's p-value from the t approximation is fair; with 5 it

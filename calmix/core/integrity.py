@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from calmix.io import read_json, sha256_file
+from calmix.core.io import read_json, sha256_file
 
-#: Manifests calmix writes beside checkpoints: calmix.checkpoints (pruned), scripts/train_world_model.py (world).
+#: Manifests calmix writes beside checkpoints: calmix.pruning.checkpoints (pruned), scripts/train_world_model.py (world).
 CHECKPOINT_MANIFESTS = ("prune_report.json", "training.json")
 
 

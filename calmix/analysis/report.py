@@ -1,6 +1,6 @@
 """The study's short summary, results/report.md, written from the tables alone.
 
-The numbers come from calmix.retention (retention with bootstrap intervals) and calmix.correlation
+The numbers come from calmix.analysis.retention (retention with bootstrap intervals) and calmix.analysis.correlation
 (Spearman rho with p, q and seed intervals); this module only formats them, so every figure in the
 summary can be found in results/tables/ under the same name. No timestamps: equal tables give equal
 bytes.
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calmix.correlation import ALPHA, metric_columns, opposite_sign_pairs
-from calmix.io import write_text
-from calmix.plots import group_title, set_tables
-from calmix.retention import BEST_SINGLE, GROUP, TOTAL
+from calmix.analysis.correlation import ALPHA, metric_columns, opposite_sign_pairs
+from calmix.core.io import write_text
+from calmix.analysis.plots import group_title, set_tables
+from calmix.analysis.retention import BEST_SINGLE, GROUP, TOTAL
 
 DEFINITIONS = [
     "Task retention = pruned score / dense score, the dense score taken from the same model and task "
@@ -33,7 +33,7 @@ DEFINITIONS = [
     "interval in brackets: each resample draws the seeds of the calibration set with replacement and the "
     "items of every task with replacement, the same items for the dense and every pruned model "
     "(paired). results/tables/retention.csv has each seed's own item interval.",
-    "Spearman rho (calmix.stats.spearman) is computed across calibration sources of one (model, method, "
+    "Spearman rho (calmix.core.stats.spearman) is computed across calibration sources of one (model, method, "
     "sparsity), after averaging each metric and each retention per source over seeds. p is exact (all n! "
     "re-pairings) for n <= 9, else scipy's t approximation (column p_method). q is the Benjamini-Hochberg "
     "adjusted p over the whole metric x dimension grid of that (model, method, sparsity). The bracket is "
@@ -256,7 +256,7 @@ def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.
                 "Difference in retention (points), built set minus the set it is compared with, mean over seeds "
                 "[95% paired bootstrap interval]."
                 + (f" The last column is the paper's total difference for the comparisons it reports, for reference "
-                   f"only (calmix.report.PAPER_DIFFERENCES); {baseline} stands in for C4." if builders is not None
+                   f"only (calmix.analysis.report.PAPER_DIFFERENCES); {baseline} stands in for C4." if builders is not None
                    else ""), ""]
         for key, g in comparisons.groupby(GROUP, sort=False, dropna=False):
             out += [f"### {group_title(key)}", "", _to_markdown(_comparison_table(g, builders, baseline)), ""]

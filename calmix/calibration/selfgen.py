@@ -2,7 +2,7 @@
 
 Each builder is two phases, so the workflow can cache the expensive one: :func:`generate_pool`
 writes the scored candidate pool with the model (prompts, pool size, sampling; per-candidate
-perplexity and 4-gram aggregation from ``calmix.generation.score_sequences``), and
+perplexity and 4-gram aggregation from ``calmix.calibration.generation.score_sequences``), and
 :func:`select_windows` picks the windows from it, a pure function of the pool and the selection
 knobs. Changing a selection knob therefore reruns only the selection. Every candidate is one window of exactly ``seqlen`` tokens, prompt included, so the
 selected candidates are the shard's windows. Every function returns, beside its result, a
@@ -27,10 +27,10 @@ JSON-serialisable record of the values it used and the counts it saw, for the sh
   dimension by default: the caller passes that number); every stratum gets an equal quota; the set
   is filled greedily, each step taking, among the candidates of strata whose quota is not yet
   filled, the one that leaves the selected set's pooled 4-gram aggregation
-  (``calmix.metrics.ngram4_aggregation`` over all selected windows) lowest.
+  (``calmix.calibration.metrics.ngram4_aggregation`` over all selected windows) lowest.
 
 Seeds: generation draws row ``i`` from ``SeedSequence(seed, spawn_key=(i,))`` (see
-``calmix.generation``); document picking uses ``default_rng([seed, 1])`` and selection
+``calmix.calibration.generation``); document picking uses ``default_rng([seed, 1])`` and selection
 ``default_rng([seed, 2])``. Selection functions are pure: same inputs and seed, same indices.
 """
 
@@ -41,8 +41,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from calmix.generation import TemperatureSchedule, generate, score_sequences
-from calmix.metrics import ngram4_aggregation
+from calmix.calibration.generation import TemperatureSchedule, generate, score_sequences
+from calmix.calibration.metrics import ngram4_aggregation
 
 PROMPT_STREAM, SELECTION_STREAM = 1, 2
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calmix.shards import read_shard, write_shard
-from calmix.stats import keyed_rng
+from calmix.calibration.shards import read_shard, write_shard
+from calmix.core.stats import keyed_rng
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ Prompts of different lengths are never padded: prompts are grouped by length (ea
 order) and each group is generated in batches of its own, so no padding or attention mask enters.
 
 Scores (``score_sequences``): perplexity of each sequence over its generated part only (exp of the
-mean next-token NLL of the tokens after the prompt, from ``calmix.metrics.MetricContext.token_nll``)
-and 4-gram aggregation of the whole sequence (``calmix.metrics.ngram4_aggregation`` on that one
+mean next-token NLL of the tokens after the prompt, from ``calmix.calibration.metrics.MetricContext.token_nll``)
+and 4-gram aggregation of the whole sequence (``calmix.calibration.metrics.ngram4_aggregation`` on that one
 sequence: the share of its 4-gram occurrences that fall on 4-grams occurring more than once in it).
 """
 
@@ -52,7 +52,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from calmix.metrics import MetricContext, ngram4_aggregation
+from calmix.calibration.metrics import MetricContext, ngram4_aggregation
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 
 PACKAGE = "calmix"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def _module_path(name: str) -> Path | None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from calmix.hub import model_folder
-# The checks live in calmix.integrity (no torch, for jobs and calmix-verify); named here for loaders.
-from calmix.integrity import CHECKPOINT_MANIFESTS, CheckpointError, verify_checkpoint, weights_sha256
-from calmix.io import write_json
+from calmix.fetch.hub import model_folder
+# The checks live in calmix.core.integrity (no torch, for jobs and calmix-verify); named here for loaders.
+from calmix.core.integrity import CHECKPOINT_MANIFESTS, CheckpointError, verify_checkpoint, weights_sha256
+from calmix.core.io import write_json
 
 log = logging.getLogger(__name__)
 

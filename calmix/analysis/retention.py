@@ -41,7 +41,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from calmix.stats import keyed_rng, percentile_interval, resample_counts
+from calmix.core.stats import keyed_rng, percentile_interval, resample_counts
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def load_eval_records(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
     ``items=True`` each record also gets its per-item scores under "items" (a DataFrame), read from
     the ``.items.parquet`` beside it.
     """
-    from calmix.evaluation import read_items
+    from calmix.evaluation.harness import read_items
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

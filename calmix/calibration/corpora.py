@@ -2,7 +2,7 @@
 
 Kinds:
 
-* ``world``: the built-in generator (calmix.world).
+* ``world``: the built-in generator (calmix.world.domain).
 * ``local``: jsonl, json, parquet, csv or plain-text files, or a glob of them.
 * ``hub``: a dataset on the Hugging Face hub (or a dataset folder on disk), via ``datasets.load_dataset``.
 
@@ -26,9 +26,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from calmix import hub
-from calmix.io import atomic_path, sha256_file, write_json
-from calmix.world import World
+from calmix.fetch import hub
+from calmix.core.io import atomic_path, sha256_file, write_json
+from calmix.world.domain import World
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 For each (model, method, sparsity) every metric of a calibration set and every retention (per
 dimension and total) are averaged over the set's seeds; rho and its p-value come from
-:func:`calmix.stats.spearman` across the sets (exact permutation p for n <= 9, else the t
+:func:`calmix.core.stats.spearman` across the sets (exact permutation p for n <= 9, else the t
 approximation); q is Benjamini-Hochberg over the group's whole metric x dimension grid. The interval
 of rho is a bootstrap over seeds: each resample draws every set's seeds with replacement (a seed's
 metric and retention stay together), averages them, and recomputes rho; it needs two or more seeds.
@@ -16,8 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from calmix.retention import GROUP, TOTAL, Bootstrap
-from calmix.stats import benjamini_hochberg, keyed_rng, percentile_interval, rowwise_spearman, spearman
+from calmix.analysis.retention import GROUP, TOTAL, Bootstrap
+from calmix.core.stats import benjamini_hochberg, keyed_rng, percentile_interval, rowwise_spearman, spearman
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,14 @@ def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
     For each (model, method, sparsity): each metric and each retention (column ``value``,
     "retention" or "chance_adjusted") is first averaged per calibration set over its seeds (the two
     averages are taken separately, each over the seeds it has); then rho and p come from
-    :func:`calmix.stats.spearman` across calibration sets. ``calibs`` restricts the sets (e.g. to the
+    :func:`calmix.core.stats.spearman` across calibration sets. ``calibs`` restricts the sets (e.g. to the
     single sources, leaving out mixes and self-generated sets); a listed calib absent from either
     table is a ValueError. With ``calibs=None`` every calib present in both tables is used.
     Pairs with NaN are dropped (``n`` counts the sets used); n < 3 or constant input gives NaN rho.
 
     Columns: model, method, sparsity, metric, dimension, rho, rho_low and rho_high (bootstrap over
     seeds; NaN when no set has two seeds), p, p_method ("exact", "t" or "none"; see
-    :func:`calmix.stats.spearman`), q (Benjamini-Hochberg over the group's grid), n.
+    :func:`calmix.core.stats.spearman`), q (Benjamini-Hochberg over the group's grid), n.
     """
     missing_keys = [k for k in METRIC_KEYS if k not in metrics.columns]
     if missing_keys:

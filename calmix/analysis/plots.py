@@ -2,7 +2,7 @@
 
 Every figure is one PNG written atomically, without metadata that varies between runs, so equal
 tables give identical bytes. Intervals are the tables' own: retention from the two-stage bootstrap
-over seeds and items (calmix.retention), rho from the bootstrap over seeds (calmix.correlation).
+over seeds and items (calmix.analysis.retention), rho from the bootstrap over seeds (calmix.analysis.correlation).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from calmix.correlation import ALPHA
-from calmix.io import atomic_path
-from calmix.retention import GROUP, TOTAL
+from calmix.analysis.correlation import ALPHA
+from calmix.core.io import atomic_path
+from calmix.analysis.retention import GROUP, TOTAL
 
 
 def _save_png(fig: Figure, path: str | os.PathLike) -> Path:

@@ -35,7 +35,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 #: Built-in default for where the study's task YAMLs live, relative to the repository root.
-DEFAULT_TASK_DIR = Path(__file__).resolve().parent.parent / "resources" / "lm_eval_tasks"
+DEFAULT_TASK_DIR = Path(__file__).resolve().parents[2] / "resources" / "lm_eval_tasks"
 
 _GLOB_CHARS = set("*?[")
 
@@ -340,11 +340,11 @@ def _group_summary(name: str, leaves: dict[str, dict], results: dict, items: lis
 @contextmanager
 def _code_execution_allowed(allowed: bool) -> Iterator[None]:
     """HF_ALLOW_CODE_EVAL=1 while code-executing tasks run (lm-eval's code metrics and
-    calmix.code_exec refuse without it), the caller's value back afterwards."""
+    calmix.evaluation.code_exec refuse without it), the caller's value back afterwards."""
     if not allowed:
         yield
         return
-    from calmix.code_exec import ALLOW_ENV
+    from calmix.evaluation.code_exec import ALLOW_ENV
 
     before = os.environ.get(ALLOW_ENV)
     os.environ[ALLOW_ENV] = "1"
@@ -387,7 +387,7 @@ def evaluate(
     used for the dense model and its pruned variants: on GPUs, padding and batching shift
     scores slightly. ``model_manifest`` is the manifest the checkpoint must have
     (``prune_report.json`` for a pruned one, ``training.json`` for the world model): a folder
-    without it is refused (calmix.models.verify_checkpoint), never evaluated unchecked.
+    without it is refused (calmix.models.loading.verify_checkpoint), never evaluated unchecked.
     """
     if not tasks:
         raise ValueError("evaluate: no tasks given")
@@ -406,8 +406,8 @@ def evaluate(
     if unsafe:
         log.warning("code execution: tasks %s run the code the model writes (evaluation.allow_code_execution "
                     "is true)", unsafe)
-    from calmix.hub import model_folder
-    from calmix.models import verify_checkpoint
+    from calmix.fetch.hub import model_folder
+    from calmix.models.loading import verify_checkpoint
 
     model_path_str = str(model_folder(model_path))
     if (isinstance(model_path, Path) or Path(model_path_str).is_absolute()) and not Path(model_path_str).exists():
@@ -532,12 +532,12 @@ def fetch_task_data(tasks: list[str]) -> dict:
     """Download the datasets of lm-eval's built-in ``tasks`` into the Hugging Face cache, so that
     evaluation jobs can run offline; returns what was fetched (task -> dataset, config, revision).
 
-    Without network it checks the cache instead and raises :class:`calmix.hub.HubUnreachable`
+    Without network it checks the cache instead and raises :class:`calmix.fetch.hub.HubUnreachable`
     at once when a dataset is missing there.
     """
     from lm_eval.tasks import TaskManager
 
-    from calmix import hub
+    from calmix.fetch import hub
 
     reason = hub.unreachable_reason()
     task_manager = TaskManager(include_defaults=True)
@@ -576,7 +576,7 @@ def write_items(items: list[dict], path: str | Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from calmix.io import atomic_path
+    from calmix.core.io import atomic_path
 
     types = {"task": pa.string(), "leaf": pa.string(), "doc_id": pa.int64(), "score": pa.float64(), "weight": pa.float64()}
     table = pa.table({

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from calmix.io import atomic_path, sha256_file, write_json
-from calmix.shards import manifest_path, read_verified
+from calmix.core.io import atomic_path, sha256_file, write_json
+from calmix.calibration.shards import manifest_path, read_verified
 
 
 def write_pool(pool: np.ndarray, scores: dict[str, np.ndarray], path: str | Path, manifest: dict) -> dict:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from calmix.io import atomic_path
-from calmix.models import load_model, parse_target, target_label, write_checkpoint_manifest
-from calmix.pruning import PruningError, model_sparsity, nm_valid, prune_model
-from calmix.shards import read_shard
-from calmix.tokenizer import load_tokenizer
+from calmix.core.io import atomic_path
+from calmix.models.loading import load_model, parse_target, target_label, write_checkpoint_manifest
+from calmix.pruning.driver import PruningError, model_sparsity, nm_valid, prune_model
+from calmix.calibration.shards import read_shard
+from calmix.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def prune_checkpoint(
 ) -> dict:
     """Prune model_dir (with the shard's windows unless data-free) into out_dir, verified on reload.
 
-    target is the path label ('0.6' or '2of4'); options go to calmix.pruning.prune_model. The
+    target is the path label ('0.6' or '2of4'); options go to calmix.pruning.driver.prune_model. The
     checkpoint is dense safetensors with exact zeros (what transformers and vLLM load) plus
     prune_report.json. A checkpoint whose reloaded sparsity is off target is an error, never output.
     ``model_manifest`` is the manifest model_dir must have (``training.json`` for the world model;

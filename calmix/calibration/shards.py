@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from calmix.integrity import IntegrityError, rebuild_hint
-from calmix.io import atomic_path, read_json, sha256_file, write_json
+from calmix.core.integrity import IntegrityError, rebuild_hint
+from calmix.core.io import atomic_path, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -301,15 +301,22 @@ def verify(path: str | Path) -> dict:
     return manifest
 
 
-def read_verified(path: str | Path) -> tuple[bytes, dict]:
+def read_verified(path: str | Path) -> tuple[pa.Buffer, dict]:
     """(the file's bytes, its manifest), the bytes checked against the manifest's sha256.
 
     Hashing exactly the bytes that are then parsed leaves no moment in which the file could change
     between the check and the read (shards, token files and pools fit in memory).
+
+    The bytes are an Arrow-owned buffer, not Python ``bytes``: ``pq.read_table`` may drop its last
+    reference to its source on an Arrow worker thread after it has returned; releasing ``bytes`` there
+    needs the GIL, and a thread that asks for the GIL while the interpreter finalizes is ended by
+    ``pthread_exit`` inside a noexcept C++ destructor, which aborts the finished job ("terminate called
+    without an active exception"; seen in shard and select_windows jobs, 2 of 20 runs).
     """
     manifest = read_manifest(path)
     try:
-        data = Path(path).read_bytes()
+        with pa.OSFile(str(path)) as file:
+            data = file.read_buffer()
     except FileNotFoundError:
         raise _missing(path) from None
     if hashlib.sha256(data).hexdigest() != manifest["sha256"]:

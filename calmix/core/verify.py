@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from calmix.integrity import CHECKPOINT_MANIFESTS
-from calmix.io import read_json, sha256_file
+from calmix.core.integrity import CHECKPOINT_MANIFESTS
+from calmix.core.io import read_json, sha256_file
 
 #: Data files that have a manifest (same name, .json) beside them: (folder under results/, pattern).
 #: The patterns name the files at their depth, so e.g. results/world/eval/*.jsonl (no manifest) is not one.

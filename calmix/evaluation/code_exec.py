@@ -1,13 +1,13 @@
 """Scoring by execution: run a model-completed function against asserts, in a child process.
 
 Used by the world_code_exec lm-eval task (``process_results: !function
-calmix.code_exec.process_results``). The program is the item's prompt (a function head), the
+calmix.evaluation.code_exec.process_results``). The program is the item's prompt (a function head), the
 model's completion (its body) and the item's test asserts; it passes (pass@1 = 1) when the child
 exits 0 within the time limit, and fails (0) on any error, a failed assert or a timeout.
 
 Running model-written code is opt-in: every entry point here refuses unless the environment says
 ``HF_ALLOW_CODE_EVAL=1`` (the flag lm-eval's own code tasks read), which
-:func:`calmix.evaluation.evaluate` sets only with ``allow_code_execution=True`` (config
+:func:`calmix.evaluation.harness.evaluate` sets only with ``allow_code_execution=True`` (config
 ``evaluation.allow_code_execution: true``). The child is a fresh isolated interpreter (``python
 -I -S``) in an empty temporary directory with an empty environment, address-space and CPU limits,
 and sockets, subprocesses and file removal disabled before the program runs. That keeps honest

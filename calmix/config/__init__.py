@@ -31,11 +31,11 @@ import yaml
 from snakemake.utils import update_config
 from jsonschema import validators
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "resources" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "resources" / "config.schema.yaml"
 TASK_DIR = SCHEMA_PATH.parent / "lm_eval_tasks"
 
 #: The keys each kind of source and model reads, and so the only ones it may set (the schema lists
-#: the union). Sources: calmix.corpora reads the kind's own keys, the shard rule 'sampling' and 'bos'.
+#: the union). Sources: calmix.calibration.corpora reads the kind's own keys, the shard rule 'sampling' and 'bos'.
 #: Models: the rules read 'dtype' of every kind; 'path' is a folder (local) or a repository (hub).
 KEYS_BY_KIND = {
     "source": {
@@ -462,7 +462,7 @@ def builder_knobs(kind: str) -> set[str]:
     """The config keys a calibration builder of this kind reads (besides 'kind')."""
     if kind == "mix":
         return {"sources"}
-    from calmix.selfgen import GENERATION_KNOBS, SELECTION_KNOBS  # imports torch: only for self-generated sets
+    from calmix.calibration.selfgen import GENERATION_KNOBS, SELECTION_KNOBS  # imports torch: only for self-generated sets
 
     extra = {"batch_size"} | ({"prefix_source"} if kind == "sgs" else set())
     return set(GENERATION_KNOBS[kind]) | set(SELECTION_KNOBS[kind]) | extra
@@ -518,8 +518,8 @@ def _check_kind_keys(where: str, noun: str, spec: dict) -> None:
 
 
 def _check_template(where: str, spec: dict) -> None:
-    """The corpus's own template rule (calmix.corpora.template_fields), and what the records can fill."""
-    from calmix.corpora import FORMATS, TemplateError, template_fields
+    """The corpus's own template rule (calmix.calibration.corpora.template_fields), and what the records can fill."""
+    from calmix.calibration.corpora import FORMATS, TemplateError, template_fields
 
     if "chat_field" in spec and "template" in spec:
         raise ConfigError(f"config key '{where}.template': a source with chat_field renders the messages with the "
@@ -540,7 +540,7 @@ def _check_template(where: str, spec: dict) -> None:
 
 def _check_documents(where: str, spec: dict, calibration: dict) -> None:
     """sampling: documents starts every window with a new document, so it needs nsamples of them."""
-    from calmix.corpora import WORLD_DOCS
+    from calmix.calibration.corpora import WORLD_DOCS
 
     if spec.get("sampling", calibration["sampling"]) != "documents":
         return
@@ -555,8 +555,8 @@ def _check_documents(where: str, spec: dict, calibration: dict) -> None:
 
 
 def _check_sources(config: dict, workdir: Path) -> None:
-    from calmix.corpora import local_files
-    from calmix.world import WORLD_GENERATORS
+    from calmix.calibration.corpora import local_files
+    from calmix.world.domain import WORLD_GENERATORS
 
     for key, spec in config["calibration"]["sources"].items():
         where = f"calibration.sources.{key}"
@@ -614,8 +614,8 @@ def _check_builders(config: dict) -> None:
 
 
 def _check_pool(where: str, spec: dict, calibration: dict) -> None:
-    """The pool sizes the DAG computes (calmix.selfgen.pool_size), and room for SGS's prompts."""
-    from calmix.selfgen import GENERATION_KNOBS, SELECTION_KNOBS, pool_size
+    """The pool sizes the DAG computes (calmix.calibration.selfgen.pool_size), and room for SGS's prompts."""
+    from calmix.calibration.selfgen import GENERATION_KNOBS, SELECTION_KNOBS, pool_size
 
     kind = spec["kind"]
     generation = {k: spec.get(k, v) for k, v in GENERATION_KNOBS[kind].items()}
@@ -701,7 +701,7 @@ def _check_structures(config: dict, facts: dict) -> None:
 
 
 def _check_skip(config: dict, facts: dict) -> None:
-    """pruning.skip matched as calmix.pruning matches it: each pattern must match a linear layer (else a
+    """pruning.skip matched as calmix.pruning.driver matches it: each pattern must match a linear layer (else a
     typo), and the patterns must leave each model something to prune (else the 'pruned' checkpoint is
     the dense model). Checked where the linear names can be derived without loading the model."""
     patterns = config["pruning"]["skip"]
@@ -747,7 +747,7 @@ def _shot_pool(task: str, items: int) -> int | None:
 
 
 def _check_dimensions(config: dict) -> None:
-    from calmix.evaluation import executes_code
+    from calmix.evaluation.harness import executes_code
 
     world_tasks = {p.stem for p in TASK_DIR.glob("*.yaml")}
     items = config["world"]["eval_items"]
@@ -780,7 +780,7 @@ def _check_dimensions(config: dict) -> None:
 
 
 def _check_metrics(config: dict) -> None:
-    from calmix.metrics import METRICS
+    from calmix.calibration.metrics import METRICS
 
     for i, name in enumerate(config["metrics"]):
         if name not in METRICS:
@@ -833,6 +833,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"config OK: {', '.join(map(str, paths))}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

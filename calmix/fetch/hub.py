@@ -148,7 +148,7 @@ def model_folder(ref: str | Path) -> Path:
     by its fetch manifest (results/models/<key>.json, written by the fetch_model rule)."""
     ref = Path(ref)
     if ref.suffix == ".json":
-        from calmix.io import read_json
+        from calmix.core.io import read_json
 
         return Path(read_json(ref)["path"])
     return ref

@@ -1,0 +1,3 @@
+"""Pruning (rule prune): per-method kernels, masks, layer statistics, input capture, the sequential
+driver and the method registry. `prune_model` is the public entry point.
+"""
