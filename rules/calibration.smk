@@ -10,7 +10,7 @@ rule corpus:
         corpus="results/corpora/{calib}.jsonl",
         manifest="results/corpora/{calib}.json",
     params:
-        code=library_code("corpus.py"),
+        code=lambda wc: library_code("corpus.py", KIND_MODULES[source_spec(wc)["kind"]]),
         spec=source_spec,
         world_seed=lambda wc: world_seed_of(source_spec(wc)),
     conda:

@@ -5,8 +5,11 @@ import sys
 from pathlib import Path
 
 from calmix.core import codehash
+from calmix.evaluation import tasks as lm_tasks
 from calmix.config import ConfigError, error_line, read_config_files, validate_config
-from calmix.calibration.corpora import local_files
+from calmix.calibration.corpora import KIND_MODULES, local_files
+from calmix.calibration import builders
+from calmix.pruning import registry
 
 RESOURCES = Path(workflow.basedir) / "resources"
 SCRIPTS = Path(workflow.basedir) / "scripts"
@@ -30,13 +33,13 @@ MODELS = list(config["models"])
 SOURCES = list(config["calibration"]["sources"])
 BUILDERS = config["calibration"]["builders"]
 BUILDER_KINDS = {name: spec["kind"] for name, spec in BUILDERS.items()}
-MIXES = [name for name, kind in BUILDER_KINDS.items() if kind == "mix"]
-SELF_GENERATED = [name for name, kind in BUILDER_KINDS.items() if kind != "mix"]
+SELF_GENERATED = [name for name, kind in BUILDER_KINDS.items() if builders.KINDS[kind].self_generated]
+MIXES = [name for name in BUILDERS if name not in SELF_GENERATED]
 CALIBS = SOURCES + list(BUILDERS)  # every calibration set: single sources, then built sets
 BASELINE = config["report"]["baseline"] or SOURCES[0]  # the study's default (C4-like) source
 SEEDS = config["calibration"]["seeds"]
-METHODS = config["pruning"]["methods"]
-DATA_FREE = {"magnitude"}  # methods that use no calibration data: one checkpoint, calib "none"
+# Pruned sets by label: every method with every sparsity profile ('wanda', 'wanda-owl').
+METHODS = [registry.label(m, p) for m in config["pruning"]["methods"] for p in config["pruning"]["profiles"]]
 DEVICE = config["device"]
 GPU = int(DEVICE == "cuda")
 DIMENSIONS = list(config["evaluation"]["dimensions"])
@@ -58,7 +61,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     calib="[^/]+",
     seed=r"\d+",
-    method="[a-z0-9_]+",
+    method="[a-z0-9_]+(-[a-z0-9_]+)?",
     target=r"0\.\d+|\d+of\d+",
     dimension="[^/]+",
     task="[^/]+",
@@ -105,24 +108,9 @@ def builder_spec(wildcards):
 
 
 def self_generation(wildcards):
-    """A self-generated builder's resolved knobs, split by phase, so that a selection knob never
-    reruns the generation: {kind, size, generation, selection, prefix_source}."""
-    from calmix.calibration.selfgen import GENERATION_KNOBS, SELECTION_KNOBS, pool_size
-
-    spec, kind = BUILDERS[wildcards.calib], BUILDERS[wildcards.calib]["kind"]
-    generation = {k: spec.get(k, v) for k, v in GENERATION_KNOBS[kind].items()}
-    selection = {k: spec.get(k, v) for k, v in SELECTION_KNOBS[kind].items()}
-    if kind == "igsp":
-        selection["strata"] = spec.get("strata", len(DIMENSIONS))
-    prefix = spec.get("prefix_source") or BASELINE
-    return {
-        "kind": kind,
-        "size": pool_size(kind, config["calibration"]["nsamples"], generation, selection),
-        "generation": generation,
-        "selection": selection,
-        "prefix_source": prefix if kind == "sgs" else None,
-        "batch_size": spec.get("batch_size", 8),
-    }
+    """A self-generated builder's resolved knobs, split by phase (calmix.calibration.builders), so that
+    a selection knob never reruns the generation: {kind, size, generation, selection, prefix_source}."""
+    return builders.self_generation(BUILDERS[wildcards.calib], config["calibration"]["nsamples"], len(DIMENSIONS), BASELINE)
 
 
 def pool_inputs(wildcards):
@@ -153,8 +141,7 @@ def world_seed_of(spec):
 
 def builtin_tasks(dimension):
     """The dimension's lm-eval built-in tasks (their data is fetched from the hub ahead of time)."""
-    tasks = config["evaluation"]["dimensions"][dimension]["tasks"]
-    return [t for t in tasks if not (Path(workflow.basedir) / TASK_DIR / f"{t}.yaml").is_file()]
+    return lm_tasks.builtin_tasks(config["evaluation"]["dimensions"][dimension]["tasks"], Path(workflow.basedir) / TASK_DIR)
 
 
 def harness(dimension):
@@ -202,31 +189,34 @@ def pruning_targets():
 TARGETS = pruning_targets()
 
 
+def targets_of(method):
+    """A pruned set's targets: a non-uniform sparsity profile spreads unstructured targets only."""
+    if registry.parse_label(method)[1].module is None:
+        return TARGETS
+    return [t for t in TARGETS if "of" not in t]
+
+
+def data_free(method):
+    return registry.parse_label(method)[0].data_free
+
+
 def calibrations(method):
     """(calibration set, seed) pairs a method is pruned with; data-free methods get one, 'none'."""
-    if method in DATA_FREE:
+    if data_free(method):
         return [("none", 0)]
     return [(calib, seed) for calib in CALIBS for seed in SEEDS]
 
 
 def pruning_inputs(wildcards):
     inputs = {"model": model_dir(wildcards.model)}
-    if wildcards.method not in DATA_FREE:
+    if not data_free(wildcards.method):
         inputs["shard"] = f"results/shards/{wildcards.model}/{wildcards.calib}/seed{wildcards.seed}.parquet"
     return inputs
 
 
 def method_options(wildcards):
-    """Only the knobs this method reads, so tuning one method never reruns another."""
-    p = config["pruning"]
-    options = {"skip": p["skip"]}
-    if wildcards.method == "sparsegpt":
-        options.update(blocksize=p["blocksize"], percdamp=p["percdamp"])
-    if wildcards.method == "wanda":
-        options.update(cumulative=p["wanda_variant"] == "cumulative")
-    if wildcards.method not in DATA_FREE:
-        options.update(true_sequential=p["true_sequential"], batch_size=p["batch_size"])
-    return options
+    """Only the knobs this method and profile read (calmix.pruning.registry), so tuning one never reruns another."""
+    return registry.options(wildcards.method, config["pruning"])
 
 
 def pruned_evals():
@@ -234,7 +224,7 @@ def pruned_evals():
         f"results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.json"
         for model in MODELS
         for method in METHODS
-        for target in TARGETS
+        for target in targets_of(method)
         for calib, seed in calibrations(method)
         for dimension in DIMENSIONS
     ]
@@ -249,9 +239,10 @@ def per_items(scores):
     return [path.removesuffix(".json") + ".items.parquet" for path in scores]
 
 
-def library_code(script):
-    """{module: digest} of the calmix modules a script runs: a param, so editing one reruns its rules."""
-    return codehash.library_code(SCRIPTS / script)
+def library_code(script, modules=()):
+    """{module: digest} of the calmix modules a script runs (and of the modules it loads by name, such
+    as a pruning method's kernel): a param, so editing one reruns its rules and only those."""
+    return codehash.library_code(SCRIPTS / script, modules)
 
 
 def required_manifest(model):

@@ -7,7 +7,7 @@ rule prune:
     output:
         directory("results/pruned/{model}/{method}/{target}/{calib}/seed{seed}"),
     params:
-        code=library_code("prune.py"),
+        code=lambda wc: library_code("prune.py", registry.modules(wc.method)),
         options=method_options,
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         model_manifest=lambda wc: required_manifest(wc.model),

@@ -5,9 +5,9 @@ import logging
 import pandas as pd
 
 from calmix.analysis.correlation import correlation_table
+from calmix.analysis.intervals import Bootstrap
 from calmix.core.io import write_table
 from calmix.core.logs import setup_logging
-from calmix.analysis.retention import Bootstrap
 
 setup_logging(snakemake.log[0])
 corr = correlation_table(

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from calmix.core.devices import compute_device
-from calmix.evaluation.harness import evaluate, write_items
+from calmix.evaluation.harness import evaluate
+from calmix.evaluation.items import write_items
 from calmix.core.io import write_json
 from calmix.core.logs import setup_logging
 from calmix.models.loading import target_label

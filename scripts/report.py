@@ -3,8 +3,8 @@
 import pandas as pd
 
 from calmix.analysis import plots
-from calmix.core.logs import setup_logging
 from calmix.analysis.report import paper_figures, write_markdown
+from calmix.core.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 tables = {name: pd.read_parquet(path) for name, path in snakemake.input.items()}
@@ -22,7 +22,7 @@ provenance = [
     "scores beside them in .items.parquet (lm-eval via calmix.evaluation.harness).",
     "Retention: results/tables/retention.csv (per checkpoint), retention_summary.csv (over seeds) and "
     "retention_settings.csv (over calibration sets), retention_comparisons.csv (built sets against single "
-    "sources), calmix.analysis.retention.",
+    "sources), calmix.analysis.retention, calmix.analysis.intervals and calmix.analysis.comparisons.",
     "Correlations: results/tables/correlations.csv (calmix.analysis.correlation).",
     "OIT metrics: results/tables/metrics.csv (calmix.calibration.metrics, on the windows in results/shards/).",
     "Figures: results/plots/ (calmix.analysis.plots); the full HTML report: snakemake --report results/report.html.",

@@ -2,9 +2,11 @@
 
 import logging
 
+from calmix.analysis.comparisons import builder_comparisons
+from calmix.analysis.intervals import Bootstrap, retention_with_intervals
+from calmix.analysis.retention import load_eval_records
 from calmix.core.io import write_table
 from calmix.core.logs import setup_logging
-from calmix.analysis.retention import Bootstrap, builder_comparisons, load_eval_records, retention_with_intervals
 
 setup_logging(snakemake.log[0])
 boot = Bootstrap(**snakemake.params.bootstrap)

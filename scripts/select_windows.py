@@ -2,7 +2,7 @@
 
 from calmix.core.logs import setup_logging
 from calmix.calibration.pools import read_pool
-from calmix.calibration.selfgen import select_windows
+from calmix.calibration.selection import select_windows
 from calmix.calibration.shards import write_shard
 
 setup_logging(snakemake.log[0])

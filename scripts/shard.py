@@ -1,10 +1,13 @@
 """Sample one seeded calibration shard from a source's token ids."""
 
+from typing import cast
+
 from calmix.core.logs import setup_logging
+from calmix.core.records import TokenManifest
 from calmix.calibration.shards import build_shard, read_manifest, read_tokens
 
 setup_logging(snakemake.log[0])
-tokens = read_manifest(snakemake.input[0])  # an integrity error, naming the rebuild, when it is missing
+tokens = cast(TokenManifest, read_manifest(snakemake.input[0]))  # an integrity error, naming the rebuild, when it is missing
 doc_ids, record_ids = read_tokens(snakemake.input[0])
 build_shard(
     doc_ids,

@@ -14,5 +14,5 @@ docs = [d["text"] for d in read_corpus(snakemake.input[0])]
 tokenizer = train_tokenizer(docs, snakemake.params.vocab_size)
 with atomic_path(snakemake.output[0]) as tmp:
     summary = train_model(docs, tokenizer, snakemake.params.arch, snakemake.params.train, snakemake.params.train["seed"], tmp)
-    summary = write_checkpoint_manifest(tmp, "training.json", **summary)  # its sha256, checked by every job that loads it
-logging.info("done: %s", summary)
+    manifest = write_checkpoint_manifest(tmp, "training.json", **summary)  # its sha256, checked by every job that loads it
+logging.info("done: %s", manifest)

@@ -9,12 +9,35 @@ from calmix.core.codehash import library_code, library_modules, module_digest
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
+KERNELS = {"calmix.pruning.sparsegpt", "calmix.pruning.wanda", "calmix.pruning.magnitude", "calmix.pruning.owl"}
+
+
 @pytest.mark.parametrize("script, runs, not_runs", [
-    ("prune.py", {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.models.loading", "calmix.calibration.shards", "calmix.core.io"}, {"calmix.calibration.metrics", "calmix.evaluation.harness"}),
+    ("prune.py", {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.pruning.registry", "calmix.models.loading",
+                  "calmix.calibration.shards", "calmix.core.io"},
+     {"calmix.calibration.metrics", "calmix.evaluation.harness", "calmix.fetch.hub", *KERNELS}),
     ("shard.py", {"calmix.calibration.shards", "calmix.core.io"}, {"calmix.pruning.driver", "calmix.models.loading", "calmix.calibration.metrics"}),
-    ("metrics.py", {"calmix.calibration.metrics", "calmix.models.loading", "calmix.calibration.shards"}, {"calmix.pruning.driver", "calmix.pruning.checkpoints"}),
-    ("evaluate.py", {"calmix.evaluation.harness", "calmix.evaluation.code_exec", "calmix.models.loading"}, {"calmix.pruning.driver", "calmix.calibration.metrics"}),
-    ("report.py", {"calmix.analysis.plots", "calmix.analysis.report", "calmix.analysis.retention", "calmix.analysis.correlation"}, {"calmix.pruning.driver"}),
+    ("metrics.py", {"calmix.calibration.metrics", "calmix.models.loading", "calmix.calibration.shards"},
+     {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.fetch.hub"}),
+    ("evaluate.py", {"calmix.evaluation.harness", "calmix.evaluation.code_exec", "calmix.models.loading"},
+     {"calmix.pruning.driver", "calmix.calibration.metrics", "calmix.fetch.hub", "calmix.analysis.report"}),
+    ("report.py", {"calmix.analysis.plots", "calmix.analysis.report", "calmix.analysis.retention", "calmix.analysis.intervals",
+                   "calmix.analysis.comparisons", "calmix.analysis.correlation"}, {"calmix.pruning.driver"}),
+    # the hub code runs in the fetch jobs only
+    ("fetch_model.py", {"calmix.fetch.hub"}, set()),
+    ("fetch_task_data.py", {"calmix.fetch.hub", "calmix.fetch.task_data"}, set()),
+    *[(script, set(), {"calmix.fetch.hub"}) for script in ("corpus.py", "tokenize_corpus.py", "train_world_model.py", "prune.py",
+                                                            "generate_pool.py", "select_windows.py", "evaluate.py", "metrics.py")],
+    # the world runs in world jobs only (a world source's corpus names it: see the corpus rule)
+    ("world_corpus.py", {"calmix.world.domain"}, set()),
+    ("world_eval_items.py", {"calmix.world.domain"}, set()),
+    *[(script, set(), {"calmix.world.domain"}) for script in ("corpus.py", "tokenize_corpus.py", "train_world_model.py", "shard.py")],
+    # the OIT metrics run in metrics jobs, not in the self-generated pools and selections
+    ("generate_pool.py", {"calmix.calibration.selfgen", "calmix.calibration.ngrams"}, {"calmix.calibration.metrics"}),
+    ("select_windows.py", {"calmix.calibration.selection", "calmix.calibration.ngrams"},
+     {"calmix.calibration.metrics", "calmix.calibration.selfgen", "calmix.calibration.generation"}),
+    # types are not code
+    *[(script, set(), {"calmix.core.records"}) for script in ("prune.py", "shard.py", "evaluate.py")],
 ])
 def test_scripts_run_the_modules_they_import_transitively(script, runs, not_runs):
     modules = set(library_modules(SCRIPTS / script))
@@ -45,3 +68,35 @@ def test_library_code_is_a_stable_param():
     code = library_code(SCRIPTS / "prune.py")
     assert list(code) == sorted(code) and all(len(d) == 16 for d in code.values())
     assert code == library_code(SCRIPTS / "prune.py")
+
+
+def test_a_kernel_loaded_by_name_joins_only_its_own_rule(tmp_path):
+    from calmix.pruning import registry
+
+    wanda = set(library_modules(SCRIPTS / "prune.py", registry.modules("wanda-owl")))
+    assert {"calmix.pruning.wanda", "calmix.pruning.owl"} <= wanda
+    assert not wanda & {"calmix.pruning.sparsegpt", "calmix.pruning.magnitude"}
+
+
+def test_select_windows_imports_no_torch():
+    """The selection is numpy over a cached pool: its job never pays for torch (nor can torch's threads
+    outlive it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import calmix.calibration.selection, calmix.calibration.pools, calmix.calibration.shards; "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_type_annotations_are_not_code(tmp_path):
+    module = tmp_path / "a.py"
+    module.write_text("def f(x: int) -> int:\n    y: int = x + 1\n    return y\n")
+    base = module_digest(module)
+    module_digest.cache_clear()
+    module.write_text("def f(x: float) -> 'Any':\n    y: float = x + 1\n    return y\n")
+    assert module_digest(module) == base
+    module_digest.cache_clear()
+    module.write_text("def f(x: int) -> int:\n    y: int = x + 2\n    return y\n")
+    assert module_digest(module) != base
+    module_digest.cache_clear()

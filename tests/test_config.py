@@ -10,16 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calmix.config import (
-    KEYS_BY_KIND,
-    PATTERN_WORDS,
-    SCHEMA_PATH,
-    ConfigError,
-    llama_linear_names,
-    read_config_file,
-    read_config_files,
-    validate_config,
-)
+from calmix.calibration import builders
+from calmix.config import ConfigError, read_config_file, read_config_files, validate_config
+from calmix.config.checks import llama_linear_names
+from calmix.config.kinds import KEYS_BY_KIND, LLAMA_LIKE
+from calmix.config.schema import PATTERN_WORDS, SCHEMA_PATH
+from calmix.pruning import registry
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -200,6 +196,10 @@ BAD = [
     ({"calibration__builders": {"s": {"kind": "sgs", "pool_size": 10}}}, "calibration.builders.s.pool_size", "SGS pool_size 10 is too small"),
     ({"calibration__builders": {"i": {"kind": "igsp", "pool_size": 10}}}, "calibration.builders.i.pool_size", "IGSP pool_size 10 is smaller than nsamples=64"),
     ({"calibration__builders": {"s": {"kind": "sgs", "prefix_tokens": 127}}}, "calibration.builders.s.prefix_tokens", "leaves no token to generate"),
+    ({"pruning__profiles": ["owl"], "pruning__structures": ["2:4"]}, "pruning.profiles", "'owl' spreads unstructured targets"),
+    ({"pruning__profiles": ["owl"], "pruning__sparsities": [0.9], "pruning__owl_lmbda": 0.2}, "pruning.owl_lmbda", "use less than 0.1"),
+    ({"pruning__profiles": ["owl", "OWL"]}, "pruning.profiles[1]", "is not one of: uniform, owl"),
+    ({"pruning__owl_m": 0}, "pruning.owl_m", "0 must be > 0"),
     # --- 4. keys the kind does not read
     *[
         ({"calibration__sources": {"x": world(**{key: value})}}, f"calibration.sources.x.{key}",
@@ -346,8 +346,6 @@ def test_linear_names_are_the_real_models(arch):
     model = getattr(transformers, arch)(cfg)
     real = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     assert real == llama_linear_names(3) + ["lm_head"]
-    from calmix.config import LLAMA_LIKE
-
     assert cfg.model_type in LLAMA_LIKE
 
 
@@ -361,6 +359,21 @@ def test_the_kind_table_and_the_schema_agree():
     corpora = (REPO / "calmix" / "calibration" / "corpora.py").read_text()
     read = set(re.findall(r"spec(?:\.get\(|\[)\"(\w+)\"", corpora))
     assert read and read <= {k for keys in KEYS_BY_KIND["source"].values() for k in keys}
+
+
+def test_the_registries_and_the_schema_agree():
+    """The pruning registry and the builder kinds are the one list of methods, profiles and kinds, with
+    their knobs: the schema offers exactly those names, and every knob a record reads is a schema key."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]
+    pruning = schema["pruning"]["properties"]
+    assert pruning["methods"]["items"]["enum"] == list(registry.METHODS)
+    assert pruning["profiles"]["items"]["enum"] == list(registry.PROFILES)
+    knobs = registry.SHARED_KNOBS + registry.DATA_KNOBS
+    knobs += tuple(k for r in [*registry.METHODS.values(), *registry.PROFILES.values()] for k in r.knobs)
+    assert {k.key for k in knobs} <= set(pruning)
+    builder = schema["calibration"]["properties"]["builders"]["additionalProperties"]
+    assert set(builder["properties"]["kind"]["enum"]) == set(builders.KINDS)
+    assert set().union(*(k.knobs for k in builders.KINDS.values())) <= set(builder["properties"])
 
 
 def _schema_nodes(node):
@@ -397,7 +410,9 @@ def test_templates_share_one_rule_with_the_corpus(tmp_path):
 def test_config_check_imports_neither_torch_nor_transformers():
     code = (
         "import sys, yaml; from calmix.config import read_config_file, validate_config; "
-        "c = read_config_file('experiments/world-tiny.yaml'); c['calibration']['builders'] = {'m': {'kind': 'mix'}}; "
+        "c = read_config_file('experiments/world-tiny.yaml'); "
+        "c['calibration']['builders'] = {'m': {'kind': 'mix'}, 's': {'kind': 'sgs'}, 'i': {'kind': 'igsp'}, 'c': {'kind': 'selfcal'}}; "
+        "c['pruning']['profiles'] = ['uniform', 'owl']; "
         "c['pruning']['skip'] = ['*.down_proj']; validate_config(c); "
         "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'lm_eval') if m in sys.modules))"
     )
@@ -435,7 +450,7 @@ def test_dimension_settings_default_to_zero_shots_the_global_limit_and_primary_m
 
 def test_world_code_exec_needs_the_opt_in_by_its_yaml():
     """world_code_exec is no lm-eval code family by name: its YAML's unsafe_code: true is what counts."""
-    from calmix.evaluation.harness import CODE_EXECUTING_TASKS
+    from calmix.evaluation.tasks import CODE_EXECUTING_TASKS
 
     assert not "world_code_exec".startswith(CODE_EXECUTING_TASKS)
     dims = {"code": {"tasks": ["world_code_exec"]}}
@@ -448,7 +463,7 @@ def test_world_code_exec_needs_the_opt_in_by_its_yaml():
 
 
 def test_unsafe_code_is_read_from_task_yamls_and_their_includes(tmp_path):
-    from calmix.evaluation.harness import executes_code
+    from calmix.evaluation.tasks import executes_code
 
     (tmp_path / "base.yaml").write_text("unsafe_code: true\nprocess_results: !function nowhere.at_all\n")
     (tmp_path / "child.yaml").write_text("include: base.yaml\ntask: child\n")
@@ -463,7 +478,7 @@ def test_code_executing_task_list_covers_lm_eval():
     # Every task lm-eval marks unsafe_code (and every task including such a config) is caught.
     import lm_eval
 
-    from calmix.evaluation.harness import executes_code
+    from calmix.evaluation.tasks import executes_code
 
     root = Path(lm_eval.__file__).parent / "tasks"
     unsafe = {p for p in root.rglob("*.yaml") if "unsafe_code: true" in p.read_text(errors="ignore")}

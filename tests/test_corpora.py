@@ -142,7 +142,7 @@ def test_hub_model_without_network_fails_at_once_and_names_the_remedy(monkeypatc
 
 
 def test_model_folder_follows_a_fetch_manifest(tmp_path):
-    from calmix.fetch.hub import model_folder
+    from calmix.models.folders import model_folder
 
     (tmp_path / "llama.json").write_text(json.dumps({"path": "/cache/snapshots/abc"}))
     assert str(model_folder(tmp_path / "llama.json")) == "/cache/snapshots/abc"

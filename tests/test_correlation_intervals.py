@@ -19,11 +19,11 @@ import pytest
 from scipy import stats
 
 from calmix.analysis.correlation import CORRELATION_COLUMNS, correlation_table
-from calmix.analysis.retention import Bootstrap
+from calmix.analysis.intervals import Bootstrap
 from calmix.core.stats import rowwise_spearman
 
 MODEL = "world"
-GROUP = {"model": MODEL, "method": "sparsegpt", "sparsity": 0.6}
+GROUP = {"model": MODEL, "method": "sparsegpt", "target": "0.6"}
 DIMS = ["general", "math", "total"]
 METRICS = ["perplexity", "ngram4_aggregation"]
 

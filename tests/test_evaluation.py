@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from calmix.evaluation import harness as evaluation
-from calmix.evaluation.harness import MetricError, TaskConfigError, evaluate, load_task_config
+from calmix.evaluation import scoring, tasks
+from calmix.evaluation.harness import evaluate
+from calmix.evaluation.scoring import MetricError
+from calmix.evaluation.tasks import TaskConfigError, load_task_config
 from calmix.models.loading import write_checkpoint_manifest
 from calmix.world.domain import World
 
@@ -377,7 +379,7 @@ def test_chance_uses_per_doc_choice_counts(tmp_path, monkeypatch):
 
 
 def test_default_task_dir_points_at_resources():
-    assert evaluation.DEFAULT_TASK_DIR == TASK_DIR
+    assert tasks.DEFAULT_TASK_DIR == TASK_DIR
 
 
 def test_overfit_tiny_llama_gets_code_right(world, fit_model):
@@ -397,18 +399,18 @@ def test_code_executing_tasks_are_refused_without_the_opt_in(tmp_path):
 
 
 def test_items_round_trip(tmp_path, tiny_result):
-    from calmix.evaluation.harness import read_items, write_items
+    from calmix.evaluation.items import read_items, write_items
 
     write_items(tiny_result["items"], tmp_path / "x.items.parquet")
     back = read_items(tmp_path / "x.items.parquet")
     assert back.to_dict("records") == tiny_result["items"] and not list(tmp_path.glob(".*tmp*"))
 
 
-def test_items_keep_the_weight_and_old_files_read_with_weight_one(tmp_path):
+def test_items_keep_the_weight_and_a_file_without_it_is_refused(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from calmix.evaluation.harness import read_items, write_items
+    from calmix.evaluation.items import read_items, write_items
 
     items = [
         {"task": "p", "leaf": "p", "doc_id": 0, "score": -12.5, "weight": 7.0},
@@ -417,8 +419,8 @@ def test_items_keep_the_weight_and_old_files_read_with_weight_one(tmp_path):
     write_items(items, tmp_path / "p.items.parquet")
     assert read_items(tmp_path / "p.items.parquet").to_dict("records") == items
     pq.write_table(pa.table({"task": ["a"], "leaf": ["a"], "doc_id": [0], "score": [1.0]}), tmp_path / "old.parquet")
-    old = read_items(tmp_path / "old.parquet")
-    assert list(old.columns) == ["task", "leaf", "doc_id", "score", "weight"] and old["weight"].tolist() == [1.0]
+    with pytest.raises(KeyError, match="weight"):
+        read_items(tmp_path / "old.parquet")
 
 
 # ----------------------------------------------------------------- per-dimension settings
@@ -502,7 +504,7 @@ def test_metric_missing_from_lm_eval_results_is_named():
     """The same message when lm-eval's results lack the key (checked again after the run)."""
     results = {"results": {"world_general": {"alias": "world_general", "acc,none": 0.5, "acc_stderr,none": 0.1}}}
     with pytest.raises(MetricError) as err:
-        evaluation._leaf_summary("world_general", None, results, None, "acc_norm,none", "general", "world_general")
+        scoring.leaf_summary("world_general", None, results, None, "acc_norm,none", "general", "world_general")
     assert "dimension 'general', task 'world_general': metric 'acc_norm,none'" in str(err.value)
     assert str(err.value).endswith("lm-eval returned: acc,none")
 
@@ -511,7 +513,7 @@ def test_metric_missing_from_lm_eval_results_is_named():
 
 
 def test_world_code_exec_needs_the_opt_in(world, optional_tasks):
-    assert evaluation.executes_code("world_code_exec") and not evaluation.executes_code("world_code")
+    assert tasks.executes_code("world_code_exec") and not tasks.executes_code("world_code")
     with pytest.raises(TaskConfigError, match=r"\['world_code_exec'\] execute model-written code"):
         evaluate(world["model"], ["world_code_exec"], task_dir=TASK_DIR, data_root=world["root"])
 
@@ -577,9 +579,9 @@ def test_perplexity_group_pools_its_items():
               "higher_is_better": False, "aggregation": "perplexity"},
     }
     items = [{"score": -math.log(10.0) * 3, "weight": 3.0}, {"score": -math.log(2.0) * 1, "weight": 1.0}]
-    summary = evaluation._group_summary("g", leaves, {"results": {}}, items)
+    summary = scoring.group_summary("g", leaves, {"results": {}}, items)
     assert summary["score"] == pytest.approx(math.exp((3 * math.log(10) + math.log(2)) / 4))
     assert summary["aggregation"] == "perplexity" and summary["higher_is_better"] is False and summary["chance"] is None
     mixed = {**leaves, "c": {**leaves["a"], "aggregation": "mean"}}
     with pytest.raises(MetricError, match="mix mean and perplexity"):
-        evaluation._group_summary("g", mixed, {"results": {}}, items)
+        scoring.group_summary("g", mixed, {"results": {}}, items)

@@ -17,7 +17,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from calmix.calibration.corpora import write_corpus
 from calmix.core.integrity import IntegrityError
 from calmix.core.io import atomic_path, read_json, write_json
-from calmix.models.loading import CheckpointError, load_model, verify_checkpoint, write_checkpoint_manifest
+from calmix.core.integrity import CheckpointError, verify_checkpoint
+from calmix.models.loading import load_model, write_checkpoint_manifest
 from calmix.calibration.mix import build_mix
 from calmix.calibration.pools import read_pool, write_pool
 from calmix.calibration.shards import ShardError, ShardIntegrityError, load_windows, read_manifest, read_tokens, write_shard, write_tokens

@@ -7,6 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from calmix.pruning.checkpoints import _verify, prune_checkpoint
+from calmix.pruning.driver import model_sparsity
 from calmix.models.loading import load_model, parse_target, target_label, write_checkpoint_manifest
 from calmix.pruning.driver import PruningError
 from calmix.world.domain import World
@@ -52,10 +53,16 @@ def test_checkpoint_is_verified_and_reported(tmp_path, dense_dir, shard, method,
 
 
 def test_off_target_checkpoint_is_refused(dense_dir):
-    with pytest.raises(PruningError, match="off target 0.6"):
-        _verify(load_model(dense_dir), 0.6, 0, 0, skip=[])
-    with pytest.raises(PruningError, match=r"\(2:4\)"):
-        _verify(load_model(dense_dir), 0.5, 2, 4, skip=[])
+    dense = load_model(dense_dir)
+    names = list(model_sparsity(dense)["layers"])
+    with pytest.raises(PruningError, match=r"off target: \d+ linear layers.*targets \[0.6"):
+        _verify(dense, dict.fromkeys(names, 0.6), 0, 0)
+    with pytest.raises(PruningError, match="off target 2:4"):
+        _verify(dense, dict.fromkeys(names, 0.5), 2, 4)
+    # Each layer against its own recorded target (a profile such as OWL gives each its own).
+    assert _verify(dense, dict.fromkeys(names, 0.0), 0, 0)["layers_checked"] == len(names)
+    with pytest.raises(PruningError, match="1 linear layers"):
+        _verify(dense, {**dict.fromkeys(names, 0.0), names[-1]: 0.3}, 0, 0)
 
 
 def test_skipped_layers_are_not_checked(tmp_path, dense_dir, shard):

@@ -7,31 +7,21 @@ import copy
 import io
 import json
 import math
+import sys
+import types
 
 import pytest
 import torch
 from torch import nn
 
-from calmix.pruning.driver import (
-    CUMULATIVE_TOLERANCE,
-    InverseFactor,
-    PRUNERS,
-    Pruner,
-    PruningError,
-    _capture,
-    _Hessian,
-    _layer_output,
-    _sparsegpt,
-    _wanda,
-    decoder_layers,
-    lowest_k,
-    magnitude_prune,
-    model_sparsity,
-    prune_model,
-    reconstruction_error,
-    sparsegpt_prune,
-    wanda_prune,
-)
+from calmix.pruning import registry
+from calmix.pruning.capture import capture, decoder_layers, layer_output
+from calmix.pruning.driver import model_sparsity, prune_model
+from calmix.pruning.magnitude import magnitude_prune
+from calmix.pruning.masks import PruningError, lowest_k
+from calmix.pruning.sparsegpt import InverseFactor, _sparsegpt, sparsegpt_prune
+from calmix.pruning.statistics import STATISTICS, Hessian, reconstruction_error
+from calmix.pruning.wanda import CUMULATIVE_TOLERANCE, _wanda, wanda_prune
 
 transformers = pytest.importorskip("transformers")
 
@@ -317,7 +307,7 @@ def test_prune_model_n_m():
 
 
 def test_prune_model_rejects_unknown_method():
-    with pytest.raises(ValueError, match="'bogus'.*magnitude, sparsegpt, wanda"):
+    with pytest.raises(ValueError, match="'bogus'.*sparsegpt, wanda, magnitude"):
         prune_model(tiny_llama(), windows(2, 8), 0.5, method="bogus")
 
 
@@ -331,8 +321,8 @@ def test_prune_model_nan_layer_raises():
 
 def test_layer_output_tuple_or_tensor():
     t = torch.ones(2, 3)
-    assert _layer_output(t) is t
-    assert _layer_output((t, None)) is t
+    assert layer_output(t) is t
+    assert layer_output((t, None)) is t
 
 
 def opt_model():
@@ -396,17 +386,17 @@ def test_capture_replays_dense_forward(build):
     model = build().eval()
     layers = decoder_layers(model)
     outs = []
-    hooks = [layer.register_forward_hook(lambda m, i, o: outs.append(_layer_output(o))) for layer in layers]
+    hooks = [layer.register_forward_hook(lambda m, i, o: outs.append(layer_output(o))) for layer in layers]
     ids = windows(5, 16)
     with torch.no_grad():
         model(ids, use_cache=False)
         for h in hooks:
             h.remove()
-        batches = _capture(model, layers, ids, 3, torch.device("cpu"))
+        batches = capture(model, layers, ids, 3, torch.device("cpu"))
         got = []
         for index, layer in enumerate(layers):
             for b in batches:
-                b.hidden = _layer_output(layer(b.hidden, *b.args[index], **b.kwargs[index]))
+                b.hidden = layer_output(layer(b.hidden, *b.args[index], **b.kwargs[index]))
             got.append(torch.cat([b.hidden for b in batches]))
     assert all(isinstance(m, type(layers[0])) for m in layers)  # layers restored after capture
     for want, have in zip(outs, got):
@@ -525,15 +515,20 @@ def test_magnitude_n_m(n, m):
 LLAMA_LINEARS = [f"self_attn.{x}_proj" for x in "qkvo"] + [f"mlp.{x}_proj" for x in ("gate", "up", "down")]
 
 
-def recording(statistic):
-    """A method that prunes nothing and records, per weight, the statistic the driver gave it."""
+def recording(monkeypatch, statistic):
+    """Registers method "record": it prunes nothing and records, per weight, the statistic the driver
+    gave it (its kernel is a module of its own, as every method's is)."""
     seen = {}
 
-    def fn(weight, stat, **_):
+    def prune(weight, stat, **_):
         seen[weight.data_ptr()] = stat
         return weight.clone(), {}
 
-    return Pruner(fn, statistic), seen
+    kernel = types.ModuleType("record_kernel")
+    kernel.prune = prune
+    monkeypatch.setitem(sys.modules, "record_kernel", kernel)
+    monkeypatch.setitem(registry.METHODS, "record", registry.Method("record", statistic, kernel_module="record_kernel"))
+    return seen
 
 
 def by_name(model, seen):
@@ -585,8 +580,7 @@ def test_magnitude_runs_without_data():
 
 
 def test_wanda_statistic_is_half_hessian_diagonal_and_driver_uses_it(monkeypatch):
-    rec, seen = recording("sq_norms")
-    monkeypatch.setitem(PRUNERS, "record", rec)
+    seen = recording(monkeypatch, "sq_norms")
     dense = tiny_llama()
     ids = windows()
     prune_model(dense, ids, 0.5, method="record", batch_size=6)  # prunes nothing: all inputs are dense
@@ -617,16 +611,14 @@ def test_wanda_cumulative_through_driver():
 
 
 def test_shared_statistics_equal_per_linear_hessians(monkeypatch):
-    import calmix.pruning.driver as pruning
-
     built = []
 
-    class Counted(_Hessian):
+    class Counted(Hessian):
         def __init__(self, *args):
             super().__init__(*args)
             built.append(self)
 
-    monkeypatch.setitem(pruning._STATISTICS, "hessian", Counted)
+    monkeypatch.setitem(STATISTICS, "hessian", Counted)
     dense = tiny_llama()
     model = copy.deepcopy(dense)
     ids = windows()
@@ -642,10 +634,10 @@ def test_shared_statistics_equal_per_linear_hessians(monkeypatch):
 
     # One Hessian per linear on the same inputs (replayed, through the pruned layers) gives the same result.
     monkeypatch.undo()
-    batches = _capture(dense, decoder_layers(dense), ids, 6, torch.device("cpu"))
+    batches = capture(dense, decoder_layers(dense), ids, 6, torch.device("cpu"))
     with torch.no_grad():
         for index, (layer, pruned) in enumerate(zip(decoder_layers(dense), decoder_layers(model))):
-            hs = {n: _Hessian(layer.get_submodule(n).in_features, torch.device("cpu")) for n in LLAMA_LINEARS}
+            hs = {n: Hessian(layer.get_submodule(n).in_features, torch.device("cpu")) for n in LLAMA_LINEARS}
             hooks = [
                 layer.get_submodule(n).register_forward_hook(lambda m, i, o, h=h: h.add(i[0])) for n, h in hs.items()
             ]
@@ -657,7 +649,7 @@ def test_shared_statistics_equal_per_linear_hessians(monkeypatch):
                 want = sparsegpt_prune(layer.get_submodule(n).weight, h.result(), 0.5)
                 assert torch.equal(pruned.get_submodule(n).weight, want), n  # bitwise: the very same H
             for b in batches:
-                b.hidden = _layer_output(pruned(b.hidden, *b.args[index], **b.kwargs[index]))
+                b.hidden = layer_output(pruned(b.hidden, *b.args[index], **b.kwargs[index]))
 
 
 def test_true_sequential():
@@ -677,10 +669,10 @@ def test_true_sequential():
     layer = decoder_layers(ref)[0]
     for x in "qkv":
         layer.self_attn.get_submodule(f"{x}_proj").weight.data.copy_(b.self_attn.get_submodule(f"{x}_proj").weight)
-    h = _Hessian(64, torch.device("cpu"))
+    h = Hessian(64, torch.device("cpu"))
     hook = layer.self_attn.o_proj.register_forward_hook(lambda m, i, o: h.add(i[0]))
     with torch.no_grad():
-        for batch in _capture(ref, decoder_layers(ref), ids, 6, torch.device("cpu")):
+        for batch in capture(ref, decoder_layers(ref), ids, 6, torch.device("cpu")):
             layer(batch.hidden, *batch.args[0], **batch.kwargs[0])
     hook.remove()
     want = sparsegpt_prune(dense.model.layers[0].self_attn.o_proj.weight, h.result(), 0.5)
@@ -726,7 +718,7 @@ def test_skip_that_prunes_nothing_fails_before_any_work(monkeypatch, patterns, w
     def no_work(*args, **kwargs):
         raise AssertionError("pruning work started before the skip check")
 
-    monkeypatch.setattr(pruning, "_capture", no_work)
+    monkeypatch.setattr(pruning, "capture", no_work)
     monkeypatch.setattr(pruning, "_prune_layer", no_work)
     model = tiny_llama()
     before = state_bytes(model)
@@ -735,42 +727,6 @@ def test_skip_that_prunes_nothing_fails_before_any_work(monkeypatch, patterns, w
         prune_model(model, data, 0.5, method=method, skip=patterns)
     assert str(err.value).startswith("pruning.skip: ") and words in str(err.value)
     assert state_bytes(model) == before
-
-
-@pytest.mark.parametrize("statistic", ["hessian", "sq_norms"])
-def test_attention_mask_excludes_padding(monkeypatch, statistic):
-    lengths = [16, 9, 12, 5, 16, 7]  # right padding; the padded positions hold ordinary token ids
-    ids = windows(6, 16, seed=3)
-    mask = torch.zeros_like(ids)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
-    rec, seen = recording(statistic)
-    monkeypatch.setitem(PRUNERS, "record", rec)
-    model = tiny_llama()
-    report = prune_model(model, ids, 0.5, method="record", batch_size=4, attention_mask=mask)
-    assert report["ntokens"] == sum(lengths) and report["nsamples"] == 6
-    got = by_name(model, seen)
-    # Each window cut to its real tokens and run alone, without a mask; n still counts windows.
-    H = direct_hessians(model, [ids[i : i + 1, :n] for i, n in enumerate(lengths)], nsamples=6)
-    assert set(got) == set(H)
-    for name, stat in got.items():
-        want = H[name] if statistic == "hessian" else torch.diagonal(H[name]) / 2
-        torch.testing.assert_close(stat.double(), want, rtol=1e-4, atol=1e-6)
-    rec, seen = recording(statistic)
-    monkeypatch.setitem(PRUNERS, "record", rec)
-    prune_model(model, ids, 0.5, method="record", batch_size=4)
-    unmasked = by_name(model, seen)["model.layers.0.self_attn.q_proj"]
-    assert not torch.allclose(unmasked.double(), got["model.layers.0.self_attn.q_proj"].double(), rtol=1e-2)
-
-
-def test_attention_mask_validation():
-    ids = windows(4, 8)
-    with pytest.raises(ValueError, match="shape"):
-        prune_model(tiny_llama(), ids, 0.5, attention_mask=torch.ones(4, 7, dtype=torch.long))
-    mask = torch.ones_like(ids)
-    mask[2] = 0
-    with pytest.raises(ValueError, match="real token"):
-        prune_model(tiny_llama(), ids, 0.5, attention_mask=mask)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -814,9 +770,9 @@ def test_lowest_k_equals_stable_argsort_prefix(k):
 def test_block_triangular_hessian_equals_full_product():
     # More columns than one block, a ragged last block, and the running mean over uneven batches.
     gen = torch.Generator().manual_seed(0)
-    columns = 2 * _Hessian.BLOCK + 37
+    columns = 2 * Hessian.BLOCK + 37
     batches = [torch.randn(b, 5, columns, generator=gen, dtype=torch.float64).float() for b in (3, 1, 4)]
-    h = _Hessian(columns, torch.device("cpu"))
+    h = Hessian(columns, torch.device("cpu"))
     for x in batches:
         h.add(x)
     x = torch.cat(batches).reshape(-1, columns).double()
@@ -851,7 +807,7 @@ def test_true_sequential_stages_start_inside_the_layer(monkeypatch):
     # per layer: probe + o_proj's pass (from self_attn) + gate/up's full pass + propagation
     assert len(calls) == len(decoder_layers(dense)) * (1 + 3 * batches)
 
-    monkeypatch.setattr(pruning, "_stage_entries", lambda stages, probe: [None] * len(stages))
+    monkeypatch.setattr(pruning, "stage_entries", lambda stages, probe: [None] * len(stages))
     whole = copy.deepcopy(dense)
     assert len(prune(whole)) == len(decoder_layers(dense)) * (1 + 4 * batches)
     for a, b in zip(inside.parameters(), whole.parameters()):

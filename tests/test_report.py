@@ -1,4 +1,5 @@
-"""Tests of the report stage: calmix.analysis.retention, calmix.analysis.correlation, calmix.analysis.plots and calmix.analysis.report.
+"""Tests of the report stage: calmix.analysis.retention, .intervals, .comparisons, .correlation, .plots
+and .report.
 
 Every expected number is built by hand from the synthetic scores below, never from the module.
 """
@@ -19,6 +20,8 @@ import calmix.analysis.correlation as cr
 import calmix.analysis.plots as pl
 import calmix.analysis.retention as rt
 from calmix.analysis import report
+from calmix.analysis.comparisons import builder_comparisons
+from calmix.analysis.intervals import Bootstrap, retention_with_intervals
 from calmix.core.io import write_table
 from calmix.core.stats import benjamini_hochberg, spearman
 
@@ -46,34 +49,39 @@ N_ITEMS = 100
 
 
 def task_entry(task: str, score: float, chance: float) -> dict:
-    return {"metric": METRIC[task], "score": score, "stderr": 0.01, "chance": chance, "n": N_ITEMS}
+    return {"metric": METRIC[task], "score": score, "stderr": 0.01, "chance": chance, "n": N_ITEMS,
+            "higher_is_better": True, "aggregation": "mean"}
 
 
 def items_of(tasks: dict[str, float]) -> pd.DataFrame:
     """Per-item 0/1 scores whose mean is exactly each task's score (the first score*100 items right)."""
-    rows = [{"task": t, "leaf": t, "doc_id": i, "score": float(i < round(score * N_ITEMS))}
+    rows = [{"task": t, "leaf": t, "doc_id": i, "score": float(i < round(score * N_ITEMS)), "weight": 1.0}
             for t, score in tasks.items() for i in range(N_ITEMS)]
     return pd.DataFrame(rows)
 
 
-def make_records(dense_override: dict | None = None) -> list[dict]:
+def make_records(dense_override: dict | None = None,
+                 settings: tuple[tuple[str, str], ...] = (("sparsegpt", "0.6"),)) -> list[dict]:
+    """Eval records as the evaluation stage writes them: the dense model's, then every calib and seed
+    of each (method, target) in ``settings``, the target label under the record's key "sparsity"."""
     dense = {d: dict(t) for d, t in DENSE.items()}
     for (dim, task), value in (dense_override or {}).items():
         dense[dim][task] = value
     records = []
     for dim, tasks in dense.items():
-        records.append({"model": MODEL, "method": "dense", "sparsity": 0.0, "calib": None,
+        records.append({"model": MODEL, "method": "dense", "sparsity": "dense", "calib": None,
                         "seed": None, "dimension": dim, "settings": {}, "path": f"dense/{dim}.json",
                         "tasks": {t: task_entry(t, s, c) for t, (s, c) in tasks.items()},
                         "items": items_of({t: s for t, (s, _) in tasks.items()})})
-    for (calib, seed), (mc, qa, gsm) in PRUNED.items():
-        scores = {"gen_mc": mc, "gen_qa": qa, "math_gsm": gsm}
-        for dim, tasks in dense.items():
-            records.append({"model": MODEL, "method": "sparsegpt", "sparsity": 0.6, "calib": calib,
-                            "seed": seed, "dimension": dim, "settings": {},
-                            "path": f"sparsegpt/{calib}/seed{seed}/{dim}.json",
-                            "tasks": {t: task_entry(t, scores[t], c) for t, (_, c) in tasks.items()},
-                            "items": items_of({t: scores[t] for t in tasks})})
+    for method, target in settings:
+        for (calib, seed), (mc, qa, gsm) in PRUNED.items():
+            scores = {"gen_mc": mc, "gen_qa": qa, "math_gsm": gsm}
+            for dim, tasks in dense.items():
+                records.append({"model": MODEL, "method": method, "sparsity": target, "calib": calib,
+                                "seed": seed, "dimension": dim, "settings": {},
+                                "path": f"{method}/{target.replace(':', 'of')}/{calib}/seed{seed}/{dim}.json",
+                                "tasks": {t: task_entry(t, scores[t], c) for t, (_, c) in tasks.items()},
+                                "items": items_of({t: scores[t] for t in tasks})})
     return records
 
 
@@ -105,7 +113,7 @@ def retention() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    return rt.retention_with_intervals(make_records(), rt.Bootstrap(resamples=500))
+    return retention_with_intervals(make_records(), Bootstrap(resamples=500))
 
 
 @pytest.fixture
@@ -150,7 +158,7 @@ def test_retention_columns_and_shape(retention):
     # per (calib, seed): 3 tasks + 2 dimensions + 1 total
     assert len(retention) == len(PRUNED) * 6
     assert set(retention.level) == {"task", "dimension", "total"}
-    assert (retention.method == "sparsegpt").all() and (retention.sparsity == 0.6).all()
+    assert (retention.method == "sparsegpt").all() and (retention.target == "0.6").all()
 
 
 def test_retention_hand_computed_values(retention):
@@ -252,7 +260,7 @@ def test_correlation_matches_scipy_on_per_calib_means(retention):
             # n = 4: the exact permutation p, not scipy's t approximation (which says p = 0 at |rho| = 1)
             assert row.p == pytest.approx(spearman(x, y)[1], nan_ok=True) and row.n == 4
             assert row.p_method == ("exact" if np.isfinite(row.rho) else "none")
-            assert (row.model, row.method, row.sparsity) == (MODEL, "sparsegpt", 0.6)
+            assert (row.model, row.method, row.target) == (MODEL, "sparsegpt", "0.6")
     pp = corr[corr.metric == "perplexity"].set_index("dimension")
     assert pp.rho["general"] == pytest.approx(1.0) and pp.rho["math"] == pytest.approx(-1.0)
     assert pp.p["general"] == pytest.approx(2 / 24)  # 2 of the 4! re-pairings reach |rho| = 1
@@ -322,8 +330,8 @@ def test_plots_are_deterministic_pngs(tmp_path, retention, summary):
 
 def test_scatter_one_png_per_setting(tmp_path, retention, summary):
     corr = cr.correlation_table(make_metrics(), retention)
-    two = pd.concat([corr, corr.assign(sparsity=0.5)], ignore_index=True)
-    both = pd.concat([summary, summary.assign(sparsity=0.5)], ignore_index=True)
+    two = pd.concat([corr, corr.assign(target="0.5")], ignore_index=True)
+    both = pd.concat([summary, summary.assign(target="0.5")], ignore_index=True)
     written = pl.plot_scatters(two, make_metrics(), both, tmp_path / "scatter")
     assert [p.name for p in written] == ["world_sparsegpt_0.6.png", "world_sparsegpt_0.5.png"]
     assert sorted(os.listdir(tmp_path / "scatter")) == sorted(p.name for p in written)
@@ -335,7 +343,7 @@ def test_scatter_one_png_per_setting(tmp_path, retention, summary):
 
 def test_set_tables_carry_the_summary_intervals(summary):
     (key, table), = pl.set_tables(summary).items()
-    assert key == (MODEL, "sparsegpt", 0.6)
+    assert key == (MODEL, "sparsegpt", "0.6")
     row = summary[(summary.calib == "D") & (summary.name == "general")].iloc[0]
     assert table.loc["D", ("mean", "general")] == pytest.approx(100 * row.retention)
     assert table.loc["D", ("low", "general")] == pytest.approx(100 * row.retention_low)
@@ -345,7 +353,7 @@ def test_set_tables_carry_the_summary_intervals(summary):
 
 def test_heatmap_several_panels(tmp_path, retention):
     corr = cr.correlation_table(make_metrics(), retention)
-    other = corr.assign(sparsity=0.5)
+    other = corr.assign(target="0.5")
     path = pl.plot_rho_heatmap(pd.concat([corr, other], ignore_index=True), tmp_path / "h.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
 
@@ -357,7 +365,7 @@ def hand_corr() -> pd.DataFrame:
             ("perplexity", "code", -0.59, 0.01, 0.027), ("perplexity", "total", 0.10, 0.5, 0.57),
             ("entropy", "general", 0.80, 0.01, 0.06), ("entropy", "math", 0.30, 0.4, 0.53),
             ("entropy", "code", -0.9, 0.2, 0.32), ("entropy", "total", 0.2, 0.6, 0.6)]
-    corr = pd.DataFrame([{"model": MODEL, "method": "sparsegpt", "sparsity": 0.6, "metric": m, "dimension": d,
+    corr = pd.DataFrame([{"model": MODEL, "method": "sparsegpt", "target": "0.6", "metric": m, "dimension": d,
                           "rho": r, "rho_low": r - 0.11, "rho_high": r + 0.09, "p": p, "p_method": "t", "q": q,
                           "n": 15} for m, d, r, p, q in rows])
     corr.loc[corr.metric == "entropy", ["rho_low", "rho_high"]] = np.nan  # e.g. one seed
@@ -442,8 +450,8 @@ def test_markdown_methods_at_a_glance(tmp_path, retention, summary, settings):
 
 
 def test_built_sets_section_and_plot(tmp_path, retention):
-    pairs = rt.builder_comparisons(["A", "B", "C"], {"D": "mix"}, baseline="A")
-    tables = rt.retention_with_intervals(make_records(), rt.Bootstrap(resamples=300), pairs)
+    pairs = builder_comparisons(["A", "B", "C"], {"D": "mix"}, baseline="A")
+    tables = retention_with_intervals(make_records(), Bootstrap(resamples=300), pairs)
     compared = tables.comparisons
     assert set(compared.comparison) == {"D vs best single source", "D vs A"}
     best = compared[compared.comparison == "D vs best single source"].versus.iat[0]
@@ -474,8 +482,8 @@ def test_paper_figures_sit_beside_the_comparisons_they_belong_to(tmp_path):
     assert figure("w", "web", "w vs web") == 18.8  # the baseline stands in for C4
     assert figure("i", "s", "i vs s") == 2.4 and figure("i", "g", "i vs g") == 4.8
     assert figure("i", "web", "i vs web") is None and figure("s", "code", "s vs best single source") is None
-    pairs = rt.builder_comparisons(["A", "B", "C"], {"D": "mix"}, baseline="A")
-    tables = rt.retention_with_intervals(make_records(), rt.Bootstrap(resamples=50), pairs)
+    pairs = builder_comparisons(["A", "B", "C"], {"D": "mix"}, baseline="A")
+    tables = retention_with_intervals(make_records(), Bootstrap(resamples=50), pairs)
     table = report._comparison_table(tables.comparisons, {"D": "mix"}, "A").set_index("comparison")
     assert table[report.PAPER_COLUMN].to_dict() == {"D vs best single source": "+8.8", "D vs A": "+18.8"}
     paper = report.paper_figures(tables.comparisons, {"D": "mix"}, "A")
@@ -483,3 +491,65 @@ def test_paper_figures_sit_beside_the_comparisons_they_belong_to(tmp_path):
     marked, plain = (pl.plot_comparisons(tables.comparisons, tmp_path / name, figures)
                      for name, figures in (("marked.png", paper), ("plain.png", None)))
     assert marked.read_bytes()[:8] == PNG_MAGIC and marked.read_bytes() != plain.read_bytes()
+
+
+# --- pruning targets and method labels ------------------------------------------------------------
+
+def test_titles_and_slugs_of_targets_and_method_labels():
+    assert pl.group_title((MODEL, "wanda", "0.6")) == "world · wanda · 60% unstructured"
+    assert pl.group_title((MODEL, "wanda", "2:4")) == "world · wanda · 2:4 semi-structured"
+    assert pl.group_title((MODEL, "wanda-owl", "4:8")) == "world · wanda-owl · 4:8 semi-structured"
+    assert pl.group_slug((MODEL, "wanda", "0.6")) == "world_wanda_0.6"
+    assert pl.group_slug((MODEL, "wanda", "2:4")) == "world_wanda_2of4"
+    assert pl.group_slug((MODEL, "wanda-owl", "4:8")) == "world_wanda-owl_4of8"
+    keys = [(MODEL, m, t) for m in ("wanda", "wanda-owl") for t in ("0.6", "0.5", "2:4", "4:8")]
+    assert len({pl.group_slug(k) for k in keys}) == len({pl.group_title(k) for k in keys}) == len(keys)
+
+
+def report_stage(tmp_path, settings: tuple[tuple[str, str], ...]) -> tuple[list, str]:
+    """The retention, correlations and report rules on records of several settings, the report read
+    from the tables' Parquet files as the workflow does: (scatter files, report text)."""
+    tables_dir = tmp_path / "tables"
+    records = make_records(settings=settings)
+    pairs = builder_comparisons(["A", "B", "C"], {"D": "mix"}, baseline="A")
+    names = ["retention", "summary", "settings", "comparisons"]
+    for name, frame in zip(names, retention_with_intervals(records, Bootstrap(resamples=100), pairs)):
+        write_table(frame, tables_dir / name)
+    write_table(make_metrics(), tables_dir / "metrics")
+    t = {name: pd.read_parquet(tables_dir / f"{name}.parquet") for name in [*names, "metrics"]}
+    write_table(cr.correlation_table(t["metrics"], t["retention"], calibs=["A", "B", "C"]), tables_dir / "corr")
+    corr = pd.read_parquet(tables_dir / "corr.parquet")
+    assert pl.plot_rho_heatmap(corr, tmp_path / "heatmap.png").read_bytes()[:8] == PNG_MAGIC
+    assert pl.plot_retention(t["summary"], tmp_path / "retention.png").read_bytes()[:8] == PNG_MAGIC
+    assert pl.plot_profile(t["summary"], tmp_path / "profile.png").read_bytes()[:8] == PNG_MAGIC
+    paper = report.paper_figures(t["comparisons"], {"D": "mix"}, "A")
+    assert pl.plot_comparisons(t["comparisons"], tmp_path / "builders.png", paper).read_bytes()[:8] == PNG_MAGIC
+    written = pl.plot_scatters(corr, t["metrics"], t["summary"], tmp_path / "scatter")
+    text = report.write_markdown(t["summary"], t["settings"], t["retention"], corr, t["metrics"],
+                                 tmp_path / "report.md", comparisons=t["comparisons"], builders={"D": "mix"},
+                                 baseline="A").read_text()
+    return written, text
+
+
+def test_plots_and_report_for_unstructured_and_n_m_targets(tmp_path):
+    settings = (("sparsegpt", "0.6"), ("sparsegpt", "2:4"), ("sparsegpt", "4:8"))
+    written, text = report_stage(tmp_path, settings)
+    assert [p.name for p in written] == ["world_sparsegpt_0.6.png", "world_sparsegpt_2of4.png",
+                                         "world_sparsegpt_4of8.png"]
+    assert sorted(os.listdir(tmp_path / "scatter")) == sorted(p.name for p in written)
+    assert len({p.read_bytes() for p in written}) == 3  # one figure per target, each titled with it
+    titles = ["world · sparsegpt · 60% unstructured", "world · sparsegpt · 2:4 semi-structured",
+              "world · sparsegpt · 4:8 semi-structured"]
+    glance = text.split("## Methods at a glance")[1].split("\n## ")[0]
+    for title in titles:
+        assert f"\n## {title}\n" in text  # retention and correlations per target
+        assert f"\n### {title}\n" in text  # built sets per target
+        assert title in glance
+    assert "sparsity" not in pd.read_parquet(tmp_path / "tables" / "summary.parquet").columns
+
+
+def test_a_method_with_a_sparsity_profile_is_a_setting_of_its_own(tmp_path):
+    written, text = report_stage(tmp_path, (("wanda", "2:4"), ("wanda-owl", "2:4")))
+    assert [p.name for p in written] == ["world_wanda_2of4.png", "world_wanda-owl_2of4.png"]
+    assert "\n## world · wanda · 2:4 semi-structured\n" in text
+    assert "\n## world · wanda-owl · 2:4 semi-structured\n" in text

@@ -1,5 +1,6 @@
-"""Tests for calmix.analysis.retention.retention_with_intervals: bootstrap intervals of retention from
-per-item scores (per checkpoint, paired with the dense model's items) and over seeds (two-stage).
+"""Tests for calmix.analysis.intervals.retention_with_intervals: bootstrap intervals of retention from
+per-item scores (per checkpoint, paired with the dense model's items) and over seeds (two-stage), and
+the tables across calibration sets (calmix.analysis.comparisons) built from them.
 
 Every expected number is derived without the module: by hand, by exact enumeration of a discrete
 bootstrap distribution, or by a normal (delta-method) approximation whose tolerance is justified
@@ -18,21 +19,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calmix.evaluation.harness import write_items
-from calmix.analysis.retention import (
-    INTERVAL_COLUMNS,
-    RETENTION_COLUMNS,
-    SUMMARY_COLUMNS,
-    Bootstrap,
-    items_path,
-    load_eval_records,
-    retention_table,
-    retention_with_intervals,
-)
+from calmix.analysis.comparisons import builder_comparisons
+from calmix.analysis.intervals import SUMMARY_COLUMNS, Bootstrap, retention_with_intervals
+from calmix.analysis.retention import RETENTION_COLUMNS, items_path, load_eval_records, retention_table
+from calmix.evaluation.items import write_items
 
 MODEL = "world"
 METHOD = "sparsegpt"
-SPARSITY = 0.6
+TARGET = "0.6"
+#: The columns the interval adds to the per-checkpoint table: <value>_low and <value>_high.
+INTERVAL_COLUMNS = ["retention_low", "retention_high", "chance_adjusted_low", "chance_adjusted_high"]
 Z975 = 1.959963984540054  # standard normal 97.5% quantile
 
 
@@ -41,23 +37,23 @@ Z975 = 1.959963984540054  # standard normal 97.5% quantile
 # --------------------------------------------------------------------------------------------------
 
 def item_frame(task: str, scores, weights=None, doc_ids=None, leaf: str | None = None) -> pd.DataFrame:
+    """Per-item scores as read_items returns them (weight 1 for a mean-aggregated task)."""
     scores = np.asarray(scores, float)
-    frame = pd.DataFrame({
+    return pd.DataFrame({
         "task": task, "leaf": leaf or task,
         "doc_id": np.arange(len(scores)) if doc_ids is None else np.asarray(doc_ids),
         "score": scores,
+        "weight": np.ones(len(scores)) if weights is None else np.asarray(weights, float),
     })
-    if weights is not None:
-        frame["weight"] = np.asarray(weights, float)
-    return frame
 
 
 def record(dimension: str, tasks: dict[str, dict], *, method: str = METHOD, calib: str | None = "web",
-           seed: int | None = 0, model: str = MODEL, sparsity: float = SPARSITY) -> dict:
-    """An eval record. ``tasks[name]`` holds "items" (scores), optional "weights", "chance",
-    "higher_is_better", "aggregation" and "score" (default: the statistic of the items)."""
+           seed: int | None = 0, model: str = MODEL, target: str = TARGET) -> dict:
+    """An eval record, as the evaluation stage writes it (the target label under "sparsity").
+    ``tasks[name]`` holds "items" (scores), optional "weights", "chance", "higher_is_better",
+    "aggregation" and "score" (default: the statistic of the items)."""
     if method == "dense":
-        calib, seed, sparsity = None, None, 0.0
+        calib, seed, target = None, None, "dense"
     entries, frames = {}, []
     for name, spec in tasks.items():
         scores = np.asarray(spec["items"], float)
@@ -67,15 +63,12 @@ def record(dimension: str, tasks: dict[str, dict], *, method: str = METHOD, cali
             stat = math.exp(-scores.sum() / np.sum(weights))
         else:
             stat = float(scores.mean())
-        entry = {"metric": spec.get("metric", "acc,none"), "score": spec.get("score", stat),
-                 "stderr": 0.01, "chance": spec.get("chance"), "n": len(scores)}
-        for key in ("higher_is_better", "aggregation"):
-            if key in spec:
-                entry[key] = spec[key]
-        entries[name] = entry
+        entries[name] = {"metric": spec.get("metric", "acc,none"), "score": spec.get("score", stat),
+                         "stderr": 0.01, "chance": spec.get("chance"), "n": len(scores),
+                         "higher_is_better": spec.get("higher_is_better", True), "aggregation": aggregation}
         frames.append(item_frame(name, scores, weights, spec.get("doc_ids")))
-    where = f"/evals/{model}/{method}/{calib}/seed{seed}/{dimension}.json"
-    return {"model": model, "method": method, "sparsity": sparsity, "calib": calib, "seed": seed,
+    where = f"/evals/{model}/{method}/{target.replace(':', 'of')}/{calib}/seed{seed}/{dimension}.json"
+    return {"model": model, "method": method, "sparsity": target, "calib": calib, "seed": seed,
             "dimension": dimension, "settings": {}, "tasks": entries, "path": where,
             "items": pd.concat(frames, ignore_index=True)}
 
@@ -436,7 +429,7 @@ def test_perplexity_retention_is_dense_over_pruned_from_items(caplog):
 
 def test_items_disagreeing_with_the_reported_score_are_flagged(caplog):
     recs, words, _, pruned_ll = perplexity_records(shift_score=99.0)
-    with caplog.at_level(logging.WARNING, logger="calmix.analysis.retention"):
+    with caplog.at_level(logging.WARNING, logger="calmix.analysis.intervals"):
         table, _, *_ = retention_with_intervals(recs, Bootstrap(resamples=200, seed=0))
     assert str(items_path(recs[1]["path"])) in caplog.text
     # the point estimate follows the reported score, as in retention_table
@@ -488,7 +481,7 @@ def write_record(rec: dict, path) -> None:
     path.write_text(json.dumps(body))
     frame = rec["items"]
     items = [{"task": r.task, "leaf": r.leaf, "doc_id": int(r.doc_id), "score": float(r.score),
-              **({"weight": float(r.weight)} if "weight" in frame else {})} for r in frame.itertuples()]
+              "weight": float(r.weight)} for r in frame.itertuples()]
     write_items(items, items_path(path))
 
 
@@ -510,8 +503,7 @@ def test_load_eval_records_reads_items_and_intervals_match_in_memory(tmp_path):
         assert back["tasks"] == json.loads(json.dumps(rec["tasks"]))
         for col in ("task", "leaf", "doc_id", "score"):
             assert back["items"][col].tolist() == rec["items"][col].tolist()
-        if "weight" in rec["items"]:
-            assert back["items"]["weight"].tolist() == rec["items"]["weight"].tolist()
+        assert back["items"]["weight"].tolist() == rec["items"]["weight"].tolist()
     boot = Bootstrap(resamples=300, seed=1)
     for a, b in zip(retention_with_intervals(recs, boot), retention_with_intervals(loaded, boot)):
         pd.testing.assert_frame_equal(a, b)
@@ -614,8 +606,6 @@ def test_over_sets_is_the_mean_of_the_sets_with_an_exact_interval():
 
 
 def test_comparisons_of_built_sets_are_paired_differences_with_exact_intervals():
-    from calmix.analysis.retention import builder_comparisons
-
     # web: seeds 0.6/0.7/0.8 (mean 0.7, the best single source); code: one seed at 0.4; the mix "m":
     # one seed at 0.9. No item noise, so m - web = 0.9 - (web's seed mean): 0.2 [0.1, 0.3] exactly.
     recs = seed_records()
@@ -632,8 +622,6 @@ def test_comparisons_of_built_sets_are_paired_differences_with_exact_intervals()
 
 
 def test_comparison_of_sets_scored_alike_item_by_item_has_no_item_noise():
-    from calmix.analysis.retention import builder_comparisons
-
     rng = np.random.default_rng(0)
     dense, pruned = binary(rng, 300, 0.9), binary(rng, 300, 0.6)
     recs = [record("general", {"qa": {"items": dense}}, method="dense"),
@@ -647,3 +635,60 @@ def test_comparison_of_sets_scored_alike_item_by_item_has_no_item_noise():
     assert (total[["difference", "difference_low", "difference_high"]].to_numpy() == 0).all()
     single = tables.over_seeds[(tables.over_seeds.calib == "web") & (tables.over_seeds.level == "total")].iloc[0]
     assert single.retention_high - single.retention_low > 0.05  # while each set alone has item noise
+
+
+# --------------------------------------------------------------------------------------------------
+# 9. Pruning targets and method labels
+# --------------------------------------------------------------------------------------------------
+
+def test_targets_are_kept_as_labels_and_each_setting_is_summarised_apart():
+    """Unstructured ("0.6") and N:M ("2:4", "4:8") targets and a method with a sparsity profile
+    ("wanda-owl") are table keys as the eval records hold them, one setting each, never parsed."""
+    base = two_dimension_records(seeds=(0, 1), calibs=("web", "code"))
+    pruned = [r for r in base if r["method"] != "dense"]
+    recs = base + [{**r, "sparsity": t} for t in ("2:4", "4:8") for r in pruned]
+    recs += [{**r, "method": "wanda-owl", "sparsity": "2:4"} for r in pruned]
+    pairs = builder_comparisons(["web"], {"code": "mix"}, baseline="web")
+    tables = retention_with_intervals(recs, Bootstrap(resamples=200, seed=0), pairs)
+    settings = {(METHOD, "0.6"), (METHOD, "2:4"), (METHOD, "4:8"), ("wanda-owl", "2:4")}
+    for frame in tables:
+        assert "sparsity" not in frame.columns
+        assert set(zip(frame["method"], frame["target"])) == settings
+        assert all(isinstance(t, str) for t in frame["target"])
+    over_sets = tables.over_sets[tables.over_sets.level == "total"]
+    assert len(over_sets) == len(settings) and (over_sets.sets == 2).all()
+    assert len(tables.comparisons[tables.comparisons.level == "total"]) == len(settings)
+    # the same scores under every target: the same point estimates, setting by setting
+    for frame in tables:
+        cols = [c for c in ("calib", "level", "name", "retention", "difference") if c in frame]
+        want = frame[(frame.method == METHOD) & (frame.target == "0.6")][cols].reset_index(drop=True)
+        for t in ("2:4", "4:8"):
+            got = frame[(frame.method == METHOD) & (frame.target == t)][cols].reset_index(drop=True)
+            pd.testing.assert_frame_equal(got, want)
+
+
+def test_adding_a_target_leaves_the_other_targets_intervals_unchanged():
+    boot = Bootstrap(resamples=300, seed=4)
+    base = two_dimension_records(seeds=(0, 1))
+    more = [{**r, "sparsity": "2:4"} for r in two_dimension_records(seeds=(0, 1), base_seed=3)
+            if r["method"] != "dense"]
+    alone, together = retention_with_intervals(base, boot), retention_with_intervals(more + base, boot)
+    for a, b in zip(alone, together):
+        pd.testing.assert_frame_equal(a.reset_index(drop=True),
+                                      b[b.target == TARGET].reset_index(drop=True))
+
+
+def test_target_labels_are_read_from_the_records_as_they_are(tmp_path):
+    recs = [two_dimension_records()[0]]
+    recs += [{**r, "sparsity": t} for t in ("2:4", "0.6") for r in two_dimension_records()[2:3]]
+    paths = []
+    for i, rec in enumerate(recs):
+        write_record(rec, tmp_path / f"r{i}.json")
+        paths.append(tmp_path / f"r{i}.json")
+    loaded = load_eval_records(paths, items=True)
+    assert [r["sparsity"] for r in loaded] == ["dense", "2:4", "0.6"]
+    assert list(retention_table(loaded).drop_duplicates("target").target) == ["0.6", "2:4"]
+    numeric = tmp_path / "numeric.json"
+    numeric.write_text(json.dumps({**json.loads(paths[1].read_text()), "sparsity": 0.5}))
+    with pytest.raises(ValueError, match=r"numeric\.json.*target label"):
+        load_eval_records([numeric])

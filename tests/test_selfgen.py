@@ -13,29 +13,16 @@ from test_generation import BOS, EOS, tiny_llama
 
 from calmix.calibration.generation import TemperatureSchedule, generate
 from calmix.calibration.metrics import ngram4_aggregation
-from calmix.calibration.selfgen import (
-    SGS_SAMPLING,
-    generate_pool,
-    igsp_pool_size,
-    pool_size,
-    select_igsp,
-    select_selfcal,
-    select_sgs,
-    selfcal_pool_size,
-    sgs_pool_size,
-    select_windows,
-    sgs_prompts,
-    start_token,
-)
+from calmix.calibration.builders import KINDS, SGS_SAMPLING, igsp_pool_size, selfcal_pool_size, sgs_pool_size
+from calmix.calibration.selection import select_igsp, select_selfcal, select_sgs, select_windows
+from calmix.calibration.selfgen import generate_pool, sgs_prompts, start_token
 
 
 def build(kind, model, *, nsamples, seqlen, seed, generation=None, selection=None, documents=None, batch_size=8):
     """Both phases, as the workflow's generate_pool and select_windows rules run them."""
-    from calmix.calibration.selfgen import GENERATION_KNOBS, SELECTION_KNOBS
-
-    generation = {**GENERATION_KNOBS[kind], **(generation or {})}
-    selection = {**SELECTION_KNOBS[kind], **(selection or {})}
-    size = pool_size(kind, nsamples, generation, selection)
+    generation = {**KINDS[kind].generation, **(generation or {})}
+    selection = {**KINDS[kind].selection, **(selection or {})}
+    size = KINDS[kind].pool_size(nsamples, generation, selection)
     pool, scores, record = generate_pool(kind, model, size=size, seqlen=seqlen, seed=seed, bos_id=BOS, eos_id=EOS,
                                          batch_size=batch_size, documents=documents, **generation)
     chosen, chosen_record = select_windows(kind, pool, scores, nsamples=nsamples, seed=seed, **selection)

@@ -322,6 +322,30 @@ def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_run,
     assert [job for job in planned_jobs(result.stdout) if job[0] != "all"] == expected
 
 
+def test_n_m_and_owl_studies_reach_the_report(tiny_run, tmp_path):
+    """2:4 and 4:8 structures and the OWL profile, through pruning, evaluation, retention and the report."""
+    workdir = tmp_path / "nm"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    config = yaml.safe_load(TINY.read_text())
+    config["calibration"]["seeds"] = [0]
+    config["pruning"].update(methods=["wanda"], structures=["unstructured", "2:4", "4:8"], profiles=["uniform", "owl"])
+    config["evaluation"]["dimensions"] = {"perplexity": config["evaluation"]["dimensions"]["perplexity"]}
+    result = snakemake(workdir, configfile=write_config(tmp_path / "nm.yaml", config))
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = pd.read_csv(workdir / "results/tables/retention.csv", dtype={"target": str})
+    assert set(zip(table["method"], table["target"])) == {
+        ("wanda", "0.5"), ("wanda", "2:4"), ("wanda", "4:8"), ("wanda-owl", "0.5")}
+    for calib in config["calibration"]["sources"]:
+        report = json.loads((workdir / f"results/pruned/world/wanda-owl/0.5/{calib}/seed0/prune_report.json").read_text())
+        layers = report["profile"]["layer_sparsities"]
+        assert report["profile"]["name"] == "owl" and sum(layers) / len(layers) == pytest.approx(0.5)
+        assert report["verified"]["layers_checked"] == len([e for e in report["layers"] if not e["skipped"]])
+        nm = json.loads((workdir / f"results/pruned/world/wanda/2of4/{calib}/seed0/prune_report.json").read_text())
+        assert nm["verified"]["nm_valid"] is True
+    markdown = (workdir / "results/report.md").read_text()
+    assert "2:4" in markdown and "4:8" in markdown and "wanda-owl" in markdown
+
+
 def test_self_generated_builders_cache_their_pools(tiny_run, tmp_path):
     workdir = tmp_path / "built"
     shutil.copytree(tiny_run, workdir, symlinks=True)

@@ -41,7 +41,7 @@ def test_perplexity_documents_are_held_out_text():
 
 
 def test_every_world_task_has_items_and_a_task_yaml():
-    from calmix.evaluation.harness import DEFAULT_TASK_DIR
+    from calmix.evaluation.tasks import DEFAULT_TASK_DIR
 
     for task in WORLD_TASKS:
         assert World(0).eval_items(task, 3, seed=0), task

@@ -1,11 +1,12 @@
 """Spearman correlations of OIT metrics with retention across calibration sources.
 
-For each (model, method, sparsity) every metric of a calibration set and every retention (per
-dimension and total) are averaged over the set's seeds; rho and its p-value come from
-:func:`calmix.core.stats.spearman` across the sets (exact permutation p for n <= 9, else the t
-approximation); q is Benjamini-Hochberg over the group's whole metric x dimension grid. The interval
-of rho is a bootstrap over seeds: each resample draws every set's seeds with replacement (a seed's
-metric and retention stay together), averages them, and recomputes rho; it needs two or more seeds.
+Why: the study asks which property of calibration data predicts which capability survives pruning;
+a rank correlation across sources, with a multiple-testing correction over the whole metric x
+dimension grid, answers that without assuming a linear relation. Definitions:
+docs/definitions.md#spearman-correlation (per-source means over seeds, then rho across sources),
+docs/definitions.md#p-value, docs/definitions.md#benjaminihochberg-q (q over one setting's grid),
+docs/definitions.md#rho-interval-over-seeds and docs/definitions.md#opposite-sign-pairs. The
+statistics themselves are calmix.core.stats.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from calmix.analysis.retention import GROUP, TOTAL, Bootstrap
+from calmix.analysis.intervals import Bootstrap
+from calmix.analysis.retention import GROUP, TOTAL
 from calmix.core.stats import benjamini_hochberg, keyed_rng, percentile_interval, rowwise_spearman, spearman
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,10 @@ def _seed_draws(metrics: pd.DataFrame, retention: pd.DataFrame, key: tuple, used
 def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
                       calibs: list[str] | None = None, *, value: str = "retention",
                       boot: Bootstrap = Bootstrap()) -> pd.DataFrame:
-    """Spearman rho between every OIT metric and every dimension's (and total) retention.
+    """Spearman rho between every OIT metric and every dimension's (and total) retention
+    (docs/definitions.md#spearman-correlation).
 
-    For each (model, method, sparsity): each metric and each retention (column ``value``,
+    For each (model, method, target): each metric and each retention (column ``value``,
     "retention" or "chance_adjusted") is first averaged per calibration set over its seeds (the two
     averages are taken separately, each over the seeds it has); then rho and p come from
     :func:`calmix.core.stats.spearman` across calibration sets. ``calibs`` restricts the sets (e.g. to the
@@ -79,7 +82,7 @@ def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
     table is a ValueError. With ``calibs=None`` every calib present in both tables is used.
     Pairs with NaN are dropped (``n`` counts the sets used); n < 3 or constant input gives NaN rho.
 
-    Columns: model, method, sparsity, metric, dimension, rho, rho_low and rho_high (bootstrap over
+    Columns: model, method, target, metric, dimension, rho, rho_low and rho_high (bootstrap over
     seeds; NaN when no set has two seeds), p, p_method ("exact", "t" or "none"; see
     :func:`calmix.core.stats.spearman`), q (Benjamini-Hochberg over the group's grid), n.
     """
@@ -111,7 +114,7 @@ def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
             for where, present in (("retention", block.index), ("metric", have_metrics)):
                 absent = [c for c in calibs if c not in present]
                 if absent:
-                    raise ValueError(f"model {model!r}, method {key[1]!r}, sparsity {key[2]}: "
+                    raise ValueError(f"model {model!r}, method {key[1]!r}, target {key[2]}: "
                                      f"calibration sets {absent} missing from the {where} table")
             used = list(calibs)
         else:
@@ -133,7 +136,7 @@ def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
                 if draws is not None and np.isfinite(rho):
                     low, high = (float(v) for v in percentile_interval(
                         rowwise_spearman(draws[0][:, :, i], draws[1][:, :, j]), boot.confidence))
-                rows.append({"model": key[0], "method": key[1], "sparsity": key[2], "metric": name,
+                rows.append({"model": key[0], "method": key[1], "target": key[2], "metric": name,
                              "dimension": dim, "rho": rho, "rho_low": low, "rho_high": high,
                              "p": p, "p_method": how, "n": n})
     out = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
@@ -150,7 +153,7 @@ def opposite_sign_pairs(corr: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFram
     """Trade-offs: same metric, rho > 0 for one dimension and rho < 0 for another, both significant
     after correction (q < alpha).
 
-    "total" is not a dimension here. One row per pair; columns model, method, sparsity, metric,
+    "total" is not a dimension here. One row per pair; columns model, method, target, metric,
     dim_pos, rho_pos, q_pos, dim_neg, rho_neg, q_neg.
     """
     cols = [*GROUP, "metric", "dim_pos", "rho_pos", "q_pos", "dim_neg", "rho_neg", "q_neg"]

@@ -1,8 +1,12 @@
 """The report's figures, drawn only from the tables (results/tables/), so anyone can redraw them.
 
-Every figure is one PNG written atomically, without metadata that varies between runs, so equal
-tables give identical bytes. Intervals are the tables' own: retention from the two-stage bootstrap
-over seeds and items (calmix.analysis.retention), rho from the bootstrap over seeds (calmix.analysis.correlation).
+Why from the tables alone: a figure then never disagrees with the numbers beside it, and redrawing
+needs no evaluation. Every figure is one PNG written atomically, without metadata that varies
+between runs, so equal tables give identical bytes. Intervals are the tables' own
+(docs/definitions.md#intervals): retention from the two-stage bootstrap over seeds and items
+(calmix.analysis.intervals), differences from calmix.analysis.comparisons, rho from the bootstrap
+over seeds (calmix.analysis.correlation). Panels and files are one per pruning setting (model,
+method, target), named by :func:`group_title` and :func:`group_slug`.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from calmix.analysis.correlation import ALPHA
-from calmix.core.io import atomic_path
 from calmix.analysis.retention import GROUP, TOTAL
+from calmix.core.io import atomic_path
 
 
 def _save_png(fig: Figure, path: str | os.PathLike) -> Path:
@@ -34,19 +38,32 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def target_title(target: str) -> str:
+    """Readable form of a target label (docs/definitions.md#pruning-targets): '0.6' -> '60% unstructured',
+    '2:4' -> '2:4 semi-structured'; any other label is shown as it is."""
+    if ":" in target:
+        return f"{target} semi-structured"
+    try:
+        return f"{100 * float(target):g}% unstructured"
+    except ValueError:
+        return target
+
+
 def group_title(key: tuple) -> str:
-    model, method, sparsity = key
-    return f"{model} · {method} · sparsity {float(sparsity):g}"
+    """Title of a (model, method, target) setting: 'world · wanda-owl · 2:4 semi-structured'."""
+    model, method, target = key
+    return f"{model} · {method} · {target_title(str(target))}"
 
 
 def group_slug(key: tuple) -> str:
-    """File-name form of a (model, method, sparsity) group: world_sparsegpt_0.6."""
-    model, method, sparsity = key
-    return f"{model}_{method}_{float(sparsity):g}"
+    """File-name form of a (model, method, target) setting, the target as in result paths:
+    world_sparsegpt_0.6, world_wanda-owl_2of4."""
+    model, method, target = key
+    return f"{model}_{method}_{str(target).replace(':', 'of')}"
 
 
 def set_tables(summary: pd.DataFrame, value: str = "retention") -> dict[tuple, pd.DataFrame]:
-    """Per (model, method, sparsity): calib x (dimensions..., total) of the mean over seeds with its
+    """Per (model, method, target): calib x (dimensions..., total) of the mean over seeds with its
     interval, in percent, as three aligned frames under "mean", "low" and "high" (column level 0),
     sorted by total descending (ties by calib name)."""
     rows = summary[summary["level"].isin(["dimension", TOTAL])]
@@ -71,7 +88,7 @@ def _yerr(table: pd.DataFrame, col: str) -> np.ndarray:
 
 
 def plot_rho_heatmap(corr: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Spearman rho, metric (rows) x dimension (columns), one panel per (model, method, sparsity);
+    """Spearman rho, metric (rows) x dimension (columns), one panel per (model, method, target);
     colour fixed to -1..1, '*' marks q < 0.05 (Benjamini-Hochberg), the bracket is the seed interval."""
     if corr.empty:
         raise ValueError("correlation table is empty; nothing to plot")
@@ -162,7 +179,7 @@ def plot_profile(summary: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def plot_scatters(corr: pd.DataFrame, metrics: pd.DataFrame, summary: pd.DataFrame,
                   folder: str | os.PathLike) -> list[Path]:
-    """One PNG per (model, method, sparsity) with correlations: a grid of metric (rows) vs retention
+    """One PNG per (model, method, target) with correlations: a grid of metric (rows) vs retention
     of each dimension and total (columns), one point per calibration set (mean over seeds, with its
     retention interval), titled with rho, its seed interval and q. Returns the files written."""
     folder = Path(folder)
@@ -209,7 +226,7 @@ def plot_scatters(corr: pd.DataFrame, metrics: pd.DataFrame, summary: pd.DataFra
 def plot_comparisons(comparisons: pd.DataFrame, path: str | os.PathLike, paper: dict[str, float] | None = None
                      ) -> Path:
     """Horizontal bars: each comparison's difference in retention (points) per dimension and total,
-    with its paired bootstrap interval; one panel per (model, method, sparsity). paper: comparison ->
+    with its paired bootstrap interval; one panel per (model, method, target). paper: comparison ->
     the paper's total difference (points), drawn as a hollow diamond on the total bar's row."""
     rows = comparisons[comparisons["level"].isin(["dimension", TOTAL])]
     if rows.empty:

@@ -1,9 +1,12 @@
 """The study's short summary, results/report.md, written from the tables alone.
 
-The numbers come from calmix.analysis.retention (retention with bootstrap intervals) and calmix.analysis.correlation
-(Spearman rho with p, q and seed intervals); this module only formats them, so every figure in the
-summary can be found in results/tables/ under the same name. No timestamps: equal tables give equal
-bytes.
+Why a formatter: every figure in the summary must be found in results/tables/ under the same name,
+so this module only reads off the tables (formatting, ranking sets best to worst, the spread between
+them, metric means over seeds). The numbers come from calmix.analysis.intervals
+(retention with bootstrap intervals), calmix.analysis.comparisons (mean over sets, built sets
+against single sources) and calmix.analysis.correlation (Spearman rho with p, q and seed
+intervals). DEFINITIONS is the short form of docs/definitions.md that goes into the report; keep the
+two in step. No timestamps: equal tables give equal bytes.
 """
 
 from __future__ import annotations
@@ -15,12 +18,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from calmix.analysis.comparisons import BEST_SINGLE
 from calmix.analysis.correlation import ALPHA, metric_columns, opposite_sign_pairs
-from calmix.core.io import write_text
 from calmix.analysis.plots import group_title, set_tables
-from calmix.analysis.retention import BEST_SINGLE, GROUP, TOTAL
+from calmix.analysis.retention import GROUP, TOTAL
+from calmix.core.io import write_text
 
 DEFINITIONS = [
+    "A pruning setting is (model, method, target). The target is an unstructured sparsity (0.6: that share "
+    "of each pruned layer's weights set to zero) or an N:M pattern (2:4: N of every M consecutive weights "
+    "zero); a method label such as wanda-owl names its layerwise sparsity profile (OWL), a plain label "
+    "(wanda) is uniform.",
     "Task retention = pruned score / dense score, the dense score taken from the same model and task "
     "(dense / pruned where lower is better, as for perplexity).",
     "Dimension retention = mean of its tasks' retentions. Total retention = mean of the dimension retentions.",
@@ -34,9 +42,9 @@ DEFINITIONS = [
     "items of every task with replacement, the same items for the dense and every pruned model "
     "(paired). results/tables/retention.csv has each seed's own item interval.",
     "Spearman rho (calmix.core.stats.spearman) is computed across calibration sources of one (model, method, "
-    "sparsity), after averaging each metric and each retention per source over seeds. p is exact (all n! "
+    "target), after averaging each metric and each retention per source over seeds. p is exact (all n! "
     "re-pairings) for n <= 9, else scipy's t approximation (column p_method). q is the Benjamini-Hochberg "
-    "adjusted p over the whole metric x dimension grid of that (model, method, sparsity). The bracket is "
+    "adjusted p over the whole metric x dimension grid of that (model, method, target). The bracket is "
     "a 95% percentile bootstrap interval over seeds (each source's seeds drawn with replacement, a "
     "seed's metric and retention kept together); it needs two or more seeds. It shows how far rho moves "
     "with the calibration draw, not the uncertainty from having these n sources (that is p's job), and as "
@@ -102,7 +110,7 @@ def _interval_table(table: pd.DataFrame, seeds: pd.Series) -> pd.DataFrame:
 
 
 def _glance(settings: pd.DataFrame, tables: dict[tuple, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (model, method, sparsity): retention per dimension and total as the mean over sets
+    """One row per (model, method, target): retention per dimension and total as the mean over sets
     with its interval, and the best and worst set by total retention."""
     rows = []
     levels = settings[settings["level"].isin(["dimension", TOTAL])]
@@ -198,7 +206,7 @@ def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.
     """Write results/report.md atomically.
 
     Sections: notes, definitions (as computed), dense scores per task, methods at a glance, then per
-    (model, method, sparsity): retention and chance-adjusted retention (%) per set x dimension + total
+    (model, method, target): retention and chance-adjusted retention (%) per set x dimension + total
     with intervals, sorted by total; best and worst set per dimension; the rho grid with intervals, p
     and q; the opposite-sign pairs; the built sets' comparisons (with the paper's figures where
     ``builders``, name -> kind, is given); finally the OIT metrics (mean over seeds).

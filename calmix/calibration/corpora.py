@@ -10,6 +10,7 @@ Each record becomes one document through the source's ``template`` (``str.format
 fields, e.g. ``"{question}\\n{answer}"``) or, with ``chat_field``, stays a list of chat messages that
 the tokenize step renders with the model's own chat template. Every document keeps the id of the
 record it came from (``file:line``, ``split:row``, ``generator:index``) so shards can name them.
+The corpus's manifest is calmix.core.records.CorpusManifest.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import _string  # str.format's own field-name parser
 import csv
 import glob
+import importlib
 import json
 import logging
 import re
@@ -24,11 +26,10 @@ import string
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from calmix.fetch import hub
 from calmix.core.io import atomic_path, sha256_file, write_json
-from calmix.world.domain import World
+from calmix.core.records import CorpusManifest, CorpusProvenance
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,29 @@ FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "c
 #: Documents a world source generates unless it says otherwise.
 WORLD_DOCS = 400
 
+#: The code each kind of source runs beyond this module, loaded by name (not imported here), so that a
+#: corpus job runs, and its rule's code param digests, only its own kind's code: editing the world
+#: reruns world corpora, editing the hub code reruns hub corpora, and neither reruns local ones.
+KIND_MODULES = {"world": ["calmix.world.domain"], "local": [], "hub": ["calmix.fetch.hub"]}
+
+
+def _kind_module(kind: str):
+    return importlib.import_module(KIND_MODULES[kind][0])
+
 
 class CorpusError(ValueError):
     """A source that cannot give documents; the message names the source and the file or dataset."""
 
 
-def load_documents(name: str, spec: dict, world_seed: int = 0) -> tuple[list[dict], dict]:
-    """The documents of one calibration source in a deterministic order, and their provenance.
+def load_documents(name: str, spec: dict, world_seed: int = 0) -> tuple[list[dict], CorpusProvenance]:
+    """The documents of one calibration source in a deterministic order, and their provenance
+    (CorpusProvenance: the seed, the files and their sha256, or the dataset and its revision).
 
     A document is ``{"id": ..., "text": ...}`` or, for chat sources, ``{"id": ..., "messages": [...]}``.
     """
     kind = spec["kind"]
     if kind == "world":
-        texts = World(world_seed).documents(spec["generator"], spec.get("docs", WORLD_DOCS), seed=1)
+        texts = _kind_module("world").World(world_seed).documents(spec["generator"], spec.get("docs", WORLD_DOCS), seed=1)
         docs = [{"id": f"{spec['generator']}:{i}", "text": t} for i, t in enumerate(texts)]
         return docs, {"world_seed": world_seed}
     if kind == "local":
@@ -61,7 +72,7 @@ def load_documents(name: str, spec: dict, world_seed: int = 0) -> tuple[list[dic
             what = f"no file matches {pattern!r}" if glob.has_magic(pattern) else f"{pattern} does not exist or is not a file"
             raise CorpusError(f"source {name!r}: {what}")
         records = (r for path in files for r in _read_file(name, path, spec.get("format", "auto")))
-        provenance = {"files": [{"path": str(p), "sha256": sha256_file(p)} for p in files]}
+        provenance: CorpusProvenance = {"files": [{"path": str(p), "sha256": sha256_file(p)} for p in files]}
     elif kind == "hub":
         records, provenance = _hub_records(name, spec)
     else:
@@ -232,8 +243,9 @@ def _json_record(name: str, path: Path, line: str, lineno: int) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _hub_records(name: str, spec: dict) -> tuple[Iterator[tuple[str, dict]], dict]:
+def _hub_records(name: str, spec: dict) -> tuple[Iterator[tuple[str, dict]], CorpusProvenance]:
     """Records of a hub dataset (or a dataset folder on disk), and the revision they come from."""
+    hub = _kind_module("hub")
     path, split = spec["path"], spec.get("split", "train")
     on_disk = Path(path).is_dir()
     kwargs = {
@@ -242,7 +254,7 @@ def _hub_records(name: str, spec: dict) -> tuple[Iterator[tuple[str, dict]], dic
         "data_files": spec.get("data_files"),
         "streaming": spec.get("streaming", False),
     }
-    provenance: dict[str, Any] = {
+    provenance: CorpusProvenance = {
         "dataset": path, "config": spec.get("name"), "split": split, "data_files": spec.get("data_files"),
     }
     if on_disk:
@@ -269,14 +281,16 @@ def _hub_records(name: str, spec: dict) -> tuple[Iterator[tuple[str, dict]], dic
 # --------------------------------------------------------------------------------------------
 
 
-def write_corpus(docs: list[dict], path: str | Path, source: str, spec: dict, provenance: dict) -> dict:
-    """Write the documents (jsonl) and their manifest (same name, .json) atomically."""
+def write_corpus(
+    docs: list[dict], path: str | Path, source: str, spec: dict, provenance: CorpusProvenance,
+) -> CorpusManifest:
+    """Write the documents (jsonl) and their manifest (same name, .json; CorpusManifest) atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for doc in docs:
                 f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-    manifest = {
+    manifest = cast(CorpusManifest, {
         "source": source,
         "spec": spec,
         **provenance,
@@ -285,7 +299,7 @@ def write_corpus(docs: list[dict], path: str | Path, source: str, spec: dict, pr
         "first_id": docs[0]["id"],
         "last_id": docs[-1]["id"],
         "sha256": sha256_file(path),
-    }
+    })
     write_json(path.with_suffix(".json"), manifest)
     log.info("%s: %d documents -> %s", source, len(docs), path)
     return manifest

@@ -29,8 +29,8 @@ Prompts of different lengths are never padded: prompts are grouped by length (ea
 order) and each group is generated in batches of its own, so no padding or attention mask enters.
 
 Scores (``score_sequences``): perplexity of each sequence over its generated part only (exp of the
-mean next-token NLL of the tokens after the prompt, from ``calmix.calibration.metrics.MetricContext.token_nll``)
-and 4-gram aggregation of the whole sequence (``calmix.calibration.metrics.ngram4_aggregation`` on that one
+mean next-token NLL of the tokens after the prompt, from ``calmix.calibration.likelihood.token_nll``)
+and 4-gram aggregation of the whole sequence (``calmix.calibration.ngrams.ngram4_aggregation`` on that one
 sequence: the share of its 4-gram occurrences that fall on 4-grams occurring more than once in it).
 """
 
@@ -52,7 +52,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from calmix.calibration.metrics import MetricContext, ngram4_aggregation
+from calmix.calibration.likelihood import token_nll
+from calmix.calibration.ngrams import ngram4_aggregation
 
 
 @dataclass(frozen=True)
@@ -233,8 +234,8 @@ def score_sequences(
     plen = np.broadcast_to(np.asarray(prompt_len, dtype=np.int64), (n,))
     if (plen < 1).any() or (plen >= seqlen).any():
         raise ValueError(f"prompt lengths must lie in [1, {seqlen - 1}] so that a generated token remains")
-    nll = MetricContext(sequences, None, model, batch_size).token_nll  # [n, L-1]; column j predicts token j+1
+    nll = token_nll(model, sequences, batch_size)  # [n, L-1]; column j predicts token j+1
     generated = np.arange(seqlen - 1)[None, :] >= (plen[:, None] - 1)
     ppl = np.exp((nll * generated).sum(1) / generated.sum(1))
-    agg = np.array([ngram4_aggregation(row[None, :], None) for row in sequences], dtype=np.float64)
+    agg = np.array([ngram4_aggregation(row[None, :]) for row in sequences], dtype=np.float64)
     return {"perplexity": ppl, "ngram4_aggregation": agg}

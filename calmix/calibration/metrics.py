@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections import Counter
 from collections.abc import Callable
 from functools import cached_property
 
 import numpy as np
+
+from calmix.calibration import ngrams
+from calmix.calibration.likelihood import token_nll
 
 METRICS: dict[str, Callable[[np.ndarray, "MetricContext"], float]] = {}
 
@@ -47,25 +49,9 @@ class MetricContext:
     @cached_property
     def token_nll(self) -> np.ndarray:
         """Per-token negative log-likelihood (nsamples, seqlen - 1) under the dense model, float64."""
-        import torch
-
         if self.model is None:
             raise ValueError("this metric needs the dense model; pass model= to compute_metrics")
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(self.windows), self.batch_size):
-                x = torch.from_numpy(self.windows[start:start + self.batch_size].astype(np.int64)).to(self.model.device)
-                logits = self.model(input_ids=x, use_cache=False).logits.double()
-                nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), x[:, 1:], reduction="none")
-                out.append(nll.cpu().numpy())
-        return np.concatenate(out)
-
-
-def _ngrams(windows: np.ndarray, n: int) -> Counter:
-    counts: Counter = Counter()
-    for row in windows:
-        counts.update(zip(*(row[i:len(row) - n + 1 + i] for i in range(n))))
-    return counts
+        return token_nll(self.model, self.windows, self.batch_size)
 
 
 @metric("perplexity")
@@ -80,9 +66,7 @@ def ppl_spread(windows: np.ndarray, ctx: MetricContext) -> float:
 
 @metric("ngram4_aggregation")
 def ngram4_aggregation(windows: np.ndarray, ctx: MetricContext) -> float:
-    counts = _ngrams(windows, 4)
-    total = sum(counts.values())
-    return sum(c for c in counts.values() if c > 1) / total if total else 0.0
+    return ngrams.ngram4_aggregation(windows)
 
 
 @metric("token_entropy")
@@ -94,7 +78,7 @@ def token_entropy(windows: np.ndarray, ctx: MetricContext) -> float:
 
 @metric("distinct_2")
 def distinct_2(windows: np.ndarray, ctx: MetricContext) -> float:
-    counts = _ngrams(windows, 2)
+    counts = ngrams.ngram_counts(windows, 2)
     total = sum(counts.values())
     return len(counts) / total if total else 0.0
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from calmix.calibration.shards import read_shard, write_shard
+from calmix.core.records import ShardManifest
 from calmix.core.stats import keyed_rng
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,9 @@ def mix_counts(weights: dict[str, float], nsamples: int, seed: int, name: str = 
 
 
 def build_mix(shards: dict[str, str | Path], *, weights: dict[str, float], nsamples: int, seqlen: int,
-              seed: int, name: str, spec: dict, path: str | Path) -> dict:
-    """Draw the mix's windows from each source's shard (same seed) and write it as a shard."""
+              seed: int, name: str, spec: dict[str, Any], path: str | Path) -> ShardManifest:
+    """Draw the mix's windows from each source's shard (same seed) and write it as a shard (its manifest
+    has ShardManifest's mix keys: weights, counts, source_shards, window_sources)."""
     counts = mix_counts(weights, nsamples, seed, name)
     windows, provenance, spans, record_ids, source_shas = [], [], [], [], {}
     for source, count in counts.items():

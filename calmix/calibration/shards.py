@@ -12,8 +12,9 @@ seeded set of windows from those ids:
 
 The BOS policy is explicit: ``none`` (no BOS), ``document`` (a BOS before every document, as
 ``tokenizer(text)`` gives for LLaMA-style tokenizers) or ``window`` (every window starts with BOS).
-The manifest records every window as token spans ``[doc, start, end]`` of its documents (joined by
-EOS), the record ids of those documents, and the sha256 of the parquet file.
+The manifest (calmix.core.records.ShardManifest) records every window as token spans
+``[doc, start, end]`` of its documents (joined by EOS), the record ids of those documents, and the
+sha256 of the parquet file; a token file's is calmix.core.records.TokenManifest.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +32,7 @@ import pyarrow.parquet as pq
 
 from calmix.core.integrity import IntegrityError, rebuild_hint
 from calmix.core.io import atomic_path, read_json, sha256_file, write_json
+from calmix.core.records import ShardManifest, TokenManifest, TokenProvenance
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +73,20 @@ def tokenize_corpus(docs: list[dict], tokenizer, source: str) -> list[list[int]]
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def write_tokens(path: str | Path, ids: list[list[int]], record_ids: list[str], manifest: dict) -> None:
-    """Token ids per document (parquet) plus a manifest (.json): written atomically, hashed."""
+def write_tokens(
+    path: str | Path, ids: list[list[int]], record_ids: list[str], manifest: TokenProvenance,
+) -> TokenManifest:
+    """Token ids per document (parquet) plus its manifest (.json): written atomically, hashed.
+    The manifest is ``manifest`` plus the counts and the sha256 (TokenManifest)."""
     path = Path(path)
     table = pa.table({"id": pa.array(record_ids, pa.string()), "input_ids": pa.array(ids, pa.list_(pa.int32()))})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-    write_json(manifest_path(path), {
+    written = cast(TokenManifest, {
         **manifest, "documents": len(ids), "tokens": int(sum(map(len, ids))), "sha256": sha256_file(path),
     })
+    write_json(manifest_path(path), written)
+    return written
 
 
 def read_tokens(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
@@ -206,10 +215,10 @@ def _assemble(docs, spans, eos_id: int, bos_id: int | None) -> np.ndarray:
 
 
 def build_shard(
-    doc_ids: list, record_ids: list[str], *, nsamples: int, seqlen: int, seed: int, source: str, spec: dict,
-    sampling: str, bos: str, bos_id: int | None, eos_id: int, tokens_sha256: str, tokenizer_sha256: str,
-    path: str | Path,
-) -> dict:
+    doc_ids: list, record_ids: list[str], *, nsamples: int, seqlen: int, seed: int, source: str,
+    spec: dict[str, Any], sampling: str, bos: str, bos_id: int | None, eos_id: int, tokens_sha256: str,
+    tokenizer_sha256: str, path: str | Path,
+) -> ShardManifest:
     """Sample windows and write path (.parquet) plus its manifest (.json)."""
     try:
         windows, spans, placement = sample_windows(
@@ -237,10 +246,10 @@ def build_shard(
     return manifest
 
 
-def write_shard(windows: np.ndarray, path: str | Path, manifest: dict) -> dict:
+def write_shard(windows: np.ndarray, path: str | Path, manifest: Mapping[str, Any]) -> ShardManifest:
     """Write windows [nsamples, seqlen] as a shard (parquet) and its manifest (.json), both atomically;
-    the manifest gains the shard's sha256. Every kind of calibration set ends here, so downstream
-    rules read one format."""
+    the manifest (a ShardManifest less its sha256) gains the shard's sha256. Every kind of calibration
+    set ends here, so downstream rules read one format."""
     table = pa.table({
         "window": pa.array(np.arange(len(windows), dtype=np.int32)),
         "input_ids": pa.array(list(np.asarray(windows).astype(np.int32)), pa.list_(pa.int32())),
@@ -248,9 +257,9 @@ def write_shard(windows: np.ndarray, path: str | Path, manifest: dict) -> dict:
     path = Path(path)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-    manifest = {**manifest, "sha256": sha256_file(path)}
-    write_json(manifest_path(path), manifest)
-    return manifest
+    written = cast(ShardManifest, {**manifest, "sha256": sha256_file(path)})
+    write_json(manifest_path(path), written)
+    return written
 
 
 def manifest_path(path: str | Path) -> Path:
@@ -261,9 +270,10 @@ def _missing(path: str | Path) -> ShardIntegrityError:
     return ShardIntegrityError(f"{path} is missing; {rebuild_hint(path)}")
 
 
-def read_manifest(path: str | Path) -> dict:
-    """The manifest beside a shard, token file or pool; an integrity error naming the rebuild when
-    the file or its manifest is missing, unreadable, or records no sha256 (nothing to check against)."""
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest beside a shard, token file or pool (a ShardManifest, TokenManifest or PoolManifest:
+    the caller knows which); an integrity error naming the rebuild when the file or its manifest is
+    missing, unreadable, or records no sha256 (nothing to check against)."""
     if not Path(path).is_file():
         raise _missing(path)
     where = manifest_path(path)
@@ -288,7 +298,7 @@ def _mismatch(path: str | Path) -> ShardIntegrityError:
     )
 
 
-def verify(path: str | Path) -> dict:
+def verify(path: str | Path) -> dict[str, Any]:
     """Refuse a file whose sha256 differs from its manifest's (truncated, edited, half-copied), or
     that is missing or lacks its manifest; returns the manifest."""
     manifest = read_manifest(path)
@@ -301,7 +311,7 @@ def verify(path: str | Path) -> dict:
     return manifest
 
 
-def read_verified(path: str | Path) -> tuple[pa.Buffer, dict]:
+def read_verified(path: str | Path) -> tuple[pa.Buffer, dict[str, Any]]:
     """(the file's bytes, its manifest), the bytes checked against the manifest's sha256.
 
     Hashing exactly the bytes that are then parsed leaves no moment in which the file could change
@@ -328,17 +338,12 @@ def _windows(table: pa.Table) -> np.ndarray:
     return np.array(table.column("input_ids").to_pylist(), dtype=np.int64)
 
 
-def read_shard(shard: str | Path) -> tuple[np.ndarray, dict]:
+def read_shard(shard: str | Path) -> tuple[np.ndarray, ShardManifest]:
     """(windows int64 [nsamples, seqlen], manifest) of a shard, checked against its manifest's sha256."""
     data, manifest = read_verified(shard)
-    return _windows(pq.read_table(pa.BufferReader(data), columns=["input_ids"])), manifest
+    return _windows(pq.read_table(pa.BufferReader(data), columns=["input_ids"])), cast(ShardManifest, manifest)
 
 
-def load_windows(shard: str | Path, verify_hash: bool = True) -> np.ndarray:
-    """The shard's windows as int64 [nsamples, seqlen]; by default check the manifest's sha256 first."""
-    if verify_hash:
-        return read_shard(shard)[0]
-    try:
-        return _windows(pq.read_table(shard, columns=["input_ids"]))
-    except FileNotFoundError:
-        raise _missing(shard) from None
+def load_windows(shard: str | Path) -> np.ndarray:
+    """The shard's windows as int64 [nsamples, seqlen], checked against the manifest's sha256."""
+    return read_shard(shard)[0]

@@ -1,5 +1,5 @@
 """Statistics for the report: Spearman rho with an exact or approximate p-value, Benjamini-Hochberg
-q-values across a grid of tests, and the pieces of the seeded bootstrap that calmix.analysis.retention and
+q-values across a grid of tests, and the pieces of the seeded bootstrap that calmix.analysis.intervals and
 calmix.analysis.correlation build their intervals from (keyed draws, resample counts, percentile intervals,
 rho of many resamples at once).
 

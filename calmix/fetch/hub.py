@@ -141,14 +141,3 @@ def download_model(repo: str, revision: str) -> tuple[Path, str]:
             ) from e
     folder = Path(folder)
     return folder, folder.name  # snapshot folders are named by the commit sha
-
-
-def model_folder(ref: str | Path) -> Path:
-    """The folder to load a model from: ``ref`` itself, or for a hub model the snapshot folder named
-    by its fetch manifest (results/models/<key>.json, written by the fetch_model rule)."""
-    ref = Path(ref)
-    if ref.suffix == ".json":
-        from calmix.core.io import read_json
-
-        return Path(read_json(ref)["path"])
-    return ref

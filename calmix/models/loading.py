@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Literal, cast, overload
 
 import torch
 from transformers import AutoModelForCausalLM
 
-from calmix.fetch.hub import model_folder
+from calmix.models.folders import model_folder
 # The checks live in calmix.core.integrity (no torch, for jobs and calmix-verify); named here for loaders.
-from calmix.core.integrity import CHECKPOINT_MANIFESTS, CheckpointError, verify_checkpoint, weights_sha256
+from calmix.core.integrity import verify_checkpoint, weights_sha256
 from calmix.core.io import write_json
+from calmix.core.records import CheckpointManifest, PruneReport, TrainingManifest
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,25 @@ def target_label(label: str) -> str:
     return label.replace("of", ":")
 
 
-def write_checkpoint_manifest(folder: str | Path, name: str = "training.json", **fields) -> dict:
-    """Write a checkpoint's manifest (one of CHECKPOINT_MANIFESTS): fields plus its weights' sha256."""
-    manifest = {**fields, "weights_sha256": weights_sha256(folder)}
+@overload
+def write_checkpoint_manifest(
+    folder: str | Path, name: Literal["training.json"] = ..., **fields: Any,
+) -> TrainingManifest: ...
+
+
+@overload
+def write_checkpoint_manifest(folder: str | Path, name: Literal["prune_report.json"], **fields: Any) -> PruneReport: ...
+
+
+@overload
+def write_checkpoint_manifest(folder: str | Path, name: str, **fields: Any) -> CheckpointManifest: ...
+
+
+def write_checkpoint_manifest(folder: str | Path, name: str = "training.json", **fields: Any) -> CheckpointManifest:
+    """Write a checkpoint's manifest (one of CHECKPOINT_MANIFESTS): fields plus its weights' sha256.
+
+    ``training.json`` is a TrainingManifest (fields: train_model's summary), ``prune_report.json`` a
+    PruneReport (fields: prune_checkpoint's report), both in calmix.core.records."""
+    manifest = cast(CheckpointManifest, {**fields, "weights_sha256": weights_sha256(folder)})
     write_json(Path(folder) / name, manifest)
     return manifest

@@ -40,6 +40,6 @@ def tokenizer_hash(tokenizer: PreTrainedTokenizerFast) -> str:
 def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerFast:
     from transformers import AutoTokenizer
 
-    from calmix.fetch.hub import model_folder
+    from calmix.models.folders import model_folder
 
     return AutoTokenizer.from_pretrained(str(model_folder(model_dir)))

@@ -1,3 +1,7 @@
-"""Pruning (rule prune): per-method kernels, masks, layer statistics, input capture, the sequential
-driver and the method registry. `prune_model` is the public entry point.
+"""Pruning (rule prune): per-method kernels (sparsegpt, wanda, magnitude), their shared masks, layer
+statistics and input capture, sparsity profiles (owl), the sequential driver and the registry that
+names them all. The public entry point is ``calmix.pruning.driver.prune_model``; a checkpoint of the
+workflow is made by ``calmix.pruning.checkpoints.prune_checkpoint``.
+
+This file imports nothing: the workflow reads ``calmix.pruning.registry`` while it parses, without torch.
 """

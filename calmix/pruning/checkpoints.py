@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from calmix.core.io import atomic_path
 from calmix.models.loading import load_model, parse_target, target_label, write_checkpoint_manifest
-from calmix.pruning.driver import PruningError, model_sparsity, nm_valid, prune_model
+from calmix.core.records import PruneReport
+from calmix.pruning import registry
+from calmix.pruning.driver import model_sparsity, prune_model
+from calmix.pruning.masks import PruningError, nm_valid
 from calmix.calibration.shards import read_shard
 from calmix.models.tokenizer import load_tokenizer
 
@@ -20,32 +23,35 @@ log = logging.getLogger(__name__)
 SPARSITY_TOLERANCE = 0.005
 
 
-def _verify(model, sparsity: float, prunen: int, prunem: int, skip: list[str]) -> dict:
-    """Sparsity of the reloaded checkpoint's pruned linears; an error if any is off target."""
+def _verify(model, targets: dict[str, float], prunen: int, prunem: int) -> dict:
+    """Sparsity of the reloaded checkpoint's pruned linears, each against the target its report
+    records (one for all under a uniform profile, its layer's under OWL); an error if any is off."""
     found = model_sparsity(model)
     weights = dict(model.named_parameters())
-    checked = {n: s for n, s in found["layers"].items() if not any(fnmatch(n, p) for p in skip)}
+    checked = {n: s for n, s in found["layers"].items() if n in targets}
     # Per-row methods (Wanda) round each row's count down, so a layer may fall 1/in_features short.
     off = sorted(
         n for n, s in checked.items()
-        if abs(s - sparsity) > max(SPARSITY_TOLERANCE, 1 / weights[f"{n}.weight"].shape[1])
+        if abs(s - targets[n]) > max(SPARSITY_TOLERANCE, 1 / weights[f"{n}.weight"].shape[1])
     )
     if prunem:
         off += sorted(n for n in checked if not nm_valid(weights[f"{n}.weight"].detach(), prunen, prunem))
     if off:
         raise PruningError(
-            f"reloaded checkpoint is off target {sparsity:g}{f' ({prunen}:{prunem})' if prunem else ''}: "
-            f"{len(off)} linear layers, e.g. {off[:3]} (sparsities {[round(checked[n], 4) for n in off[:3]]})"
+            f"reloaded checkpoint is off target{f' {prunen}:{prunem}' if prunem else ''}: {len(off)} linear layers, "
+            f"e.g. {off[:3]} (sparsities {[round(checked[n], 4) for n in off[:3]]}, "
+            f"targets {[round(targets[n], 4) for n in off[:3]]})"
         )
     return {"sparsity": sum(checked.values()) / max(1, len(checked)), "layers_checked": len(checked), **({"nm_valid": True} if prunem else {})}
 
 
 def prune_checkpoint(
     model_dir: str | Path, shard: str | Path | None, out_dir: str | Path, *, method: str, target: str,
-    dtype: str = "float32", device: str = "cpu", skip: list[str] = (), model_manifest: str | None = None, **options,
-) -> dict:
+    dtype: str = "float32", device: str = "cpu", skip: list[str] = (), model_manifest: str | None = None, **options: Any,
+) -> PruneReport:
     """Prune model_dir (with the shard's windows unless data-free) into out_dir, verified on reload.
 
+    method is the pruned set's label ('wanda', or 'wanda-owl' with a sparsity profile: registry.label);
     target is the path label ('0.6' or '2of4'); options go to calmix.pruning.driver.prune_model. The
     checkpoint is dense safetensors with exact zeros (what transformers and vLLM load) plus
     prune_report.json. A checkpoint whose reloaded sparsity is off target is an error, never output.
@@ -54,16 +60,18 @@ def prune_checkpoint(
     """
     start = time.perf_counter()
     sparsity, prunen, prunem = parse_target(target)
+    spec, profile = registry.parse_label(method)
     windows, shard_manifest = read_shard(shard) if shard is not None else (None, None)
     model = load_model(model_dir, dtype, manifest=model_manifest)
     report = prune_model(
-        model, None if windows is None else torch.from_numpy(windows), sparsity, method=method, prunen=prunen,
-        prunem=prunem, device=device, skip=list(skip), **options,
+        model, None if windows is None else torch.from_numpy(windows), sparsity, method=spec.name, prunen=prunen,
+        prunem=prunem, device=device, skip=list(skip), profile=profile.name, **options,
     )
+    targets = {e["name"]: e["target_sparsity"] for e in report["layers"] if not e["skipped"]}
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(str(tmp))
         load_tokenizer(model_dir).save_pretrained(str(tmp))
-        verified = _verify(load_model(tmp, dtype, verify=False), sparsity, prunen, prunem, list(skip))
+        verified = _verify(load_model(tmp, dtype, verify=False), targets, prunen, prunem)
         report.update(
             target=target_label(target),
             shard=str(shard) if shard is not None else None,

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from calmix.core.records import TrainingSummary
+
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +53,9 @@ def train_model(
     train: dict,
     seed: int,
     out_dir: str | Path,
-) -> dict:
-    """Train from scratch and save with save_pretrained (model and tokenizer); returns a summary."""
+) -> TrainingSummary:
+    """Train from scratch and save with save_pretrained (model and tokenizer); returns a summary
+    (training.json holds it, with the weights' sha256: calmix.core.records.TrainingManifest)."""
     stream = token_stream(texts, tokenizer)
     model = build_model(tokenizer, arch, seed)
     model.train()

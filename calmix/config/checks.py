@@ -1,0 +1,377 @@
+"""The checks a schema cannot express: keys read by other kinds, names that must exist, values beyond
+what the models, the data or the pruning methods can give. One helper per kind of check."""
+
+from __future__ import annotations
+
+import functools
+import json
+from fnmatch import fnmatch
+from pathlib import Path
+
+import yaml
+
+from calmix.calibration import builders
+from calmix.config.files import ConfigError
+from calmix.config.kinds import KEYS_BY_KIND, LLAMA_LIKE
+from calmix.config.schema import SCHEMA_PATH
+from calmix.pruning import registry
+
+TASK_DIR = SCHEMA_PATH.parent / "lm_eval_tasks"
+
+
+def builder_knobs(kind: str) -> set[str]:
+    """The config keys a calibration builder of this kind reads (besides 'kind')."""
+    return builders.KINDS[kind].knobs - {"kind"}
+
+
+def llama_linear_names(num_layers: int) -> list[str]:
+    """The decoder-layer linears of a LLaMA-named model (LlamaForCausalLM, Mistral, Qwen2), in module
+    order, without lm_head (never pruned): what pruning.skip patterns are matched against."""
+    members = [f"self_attn.{p}_proj" for p in "qkvo"] + [f"mlp.{p}_proj" for p in ("gate", "up", "down")]
+    return [f"model.layers.{i}.{m}" for i in range(num_layers) for m in members]
+
+
+def model_facts(name: str, config: dict, workdir: Path) -> dict | None:
+    """What is known of a model before it is loaded: {max_positions, positions_key, linears, inputs}
+    (inputs: {config key: in_features it sets}); None for a hub model, known only once fetched."""
+    spec = config["models"][name]
+    if spec["kind"] == "world":
+        arch = config["world"]["model"]
+        return {
+            "max_positions": arch["max_position_embeddings"],
+            "positions_key": "world.model.max_position_embeddings",
+            "linears": llama_linear_names(arch["num_layers"]),
+            "inputs": {"world.model.hidden_size": arch["hidden_size"],
+                       "world.model.intermediate_size": arch["intermediate_size"]},
+        }
+    if spec["kind"] == "local":
+        try:
+            hf = json.loads((workdir / spec["path"] / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        where = f"{spec['path']}/config.json"
+        facts: dict = {"max_positions": hf.get("max_position_embeddings"), "positions_key": f"max_position_embeddings in {where}",
+                       "linears": None, "inputs": {}}
+        if hf.get("model_type") in LLAMA_LIKE and isinstance(hf.get("num_hidden_layers"), int):
+            facts["linears"] = llama_linear_names(hf["num_hidden_layers"])
+            heads, hidden = hf.get("num_attention_heads"), hf.get("hidden_size")
+            head_dim = hf.get("head_dim") or (hidden // heads if hidden and heads else None)
+            facts["inputs"] = {f"hidden_size in {where}": hidden, f"intermediate_size in {where}": hf.get("intermediate_size"),
+                               f"num_attention_heads x head_dim in {where}": heads * head_dim if heads and head_dim else None}
+        return facts
+    return None
+
+
+def _check_kind_keys(where: str, noun: str, spec: dict) -> None:
+    """A key the kind does not read is a mistake (a world source with max_docs still gives 400 documents)."""
+    allowed = KEYS_BY_KIND[noun][spec["kind"]]
+    stray = [k for k in spec if k not in allowed]
+    if stray:
+        raise ConfigError(
+            f"config key '{where}.{stray[0]}': a {spec['kind']} {noun} does not read {stray[0]!r}. "
+            f"Its keys: {', '.join(allowed)}"
+        )
+
+
+def _check_template(where: str, spec: dict) -> None:
+    """The corpus's own template rule (calmix.calibration.corpora.template_fields), and what the records can fill."""
+    from calmix.calibration.corpora import FORMATS, TemplateError, template_fields
+
+    if "chat_field" in spec and "template" in spec:
+        raise ConfigError(f"config key '{where}.template': a source with chat_field renders the messages with the "
+                          "model's chat template and does not read 'template'; remove one of the two")
+    if "chat_field" in spec:
+        return
+    try:
+        fields = template_fields(spec.get("template", "{text}"))
+    except TemplateError as e:
+        raise ConfigError(f"config key '{where}.template': {e}") from None
+    fmt = spec.get("format", "auto")
+    if fmt == "auto" and spec["kind"] == "local":
+        fmt = FORMATS.get(Path(spec["path"]).suffix.lower(), "auto")
+    if spec["kind"] == "local" and fmt == "text" and fields != ["text"]:
+        raise ConfigError(f"config key '{where}.template': text files give each document one field, 'text', but the "
+                          f"template reads {fields}; read {{text}} only")
+
+
+def _check_documents(where: str, spec: dict, calibration: dict) -> None:
+    """sampling: documents starts every window with a new document, so it needs nsamples of them."""
+    from calmix.calibration.corpora import WORLD_DOCS
+
+    if spec.get("sampling", calibration["sampling"]) != "documents":
+        return
+    key = "docs" if spec["kind"] == "world" else "max_docs"
+    count = spec.get("docs", WORLD_DOCS) if spec["kind"] == "world" else spec.get("max_docs")
+    if count is not None and count < calibration["nsamples"]:
+        raise ConfigError(
+            f"config key '{where}.{key}': {count} documents cannot fill calibration.nsamples = {calibration['nsamples']} "
+            f"windows with sampling: documents (each window starts a new document); raise {key} to at least "
+            f"{calibration['nsamples']} or use sampling: windows"
+        )
+
+
+def _check_sources(config: dict, workdir: Path) -> None:
+    from calmix.calibration.corpora import local_files
+    from calmix.world.domain import WORLD_GENERATORS
+
+    for key, spec in config["calibration"]["sources"].items():
+        where = f"calibration.sources.{key}"
+        _check_kind_keys(where, "source", spec)
+        if spec["kind"] == "world" and spec["generator"] not in WORLD_GENERATORS:
+            raise ConfigError(
+                f"config key '{where}.generator': unknown world generator {spec['generator']!r}. "
+                f"Choose one of: {', '.join(WORLD_GENERATORS)}"
+            )
+        if spec["kind"] == "local" and not local_files(str(workdir / spec["path"])):
+            raise ConfigError(
+                f"config key '{where}.path': no file matches {spec['path']!r} "
+                f"(relative paths are resolved against {workdir}). Fix the path or remove the source"
+            )
+        if spec["kind"] == "hub" and "revision" not in spec and not (workdir / spec["path"]).is_dir():
+            raise ConfigError(
+                f"config key '{where}.revision': required for hub dataset {spec['path']!r}: pin the commit sha "
+                "(the dataset page's 'History' lists them) so every rerun reads the same records"
+            )
+        if spec["kind"] != "world":
+            _check_template(where, spec)
+        _check_documents(where, spec, config["calibration"])
+
+
+def _check_builders(config: dict) -> None:
+    sources = list(config["calibration"]["sources"])
+    calibration = config["calibration"]
+    for key, spec in calibration["builders"].items():
+        where = f"calibration.builders.{key}"
+        if key in sources:
+            raise ConfigError(f"config key '{where}': {key!r} is also a source; a builder needs a name of its own")
+        allowed = builder_knobs(spec["kind"])
+        stray = [k for k in spec if k != "kind" and k not in allowed]
+        if stray:
+            raise ConfigError(
+                f"config key '{where}.{stray[0]}': a {spec['kind']} builder does not read {stray[0]!r}. "
+                f"Its knobs: {', '.join(sorted(allowed))}"
+            )
+        if spec.get("prefix_source") is not None and spec["prefix_source"] not in sources:
+            raise ConfigError(
+                f"config key '{where}.prefix_source': {spec['prefix_source']!r} is not a calibration source. "
+                f"Choose from: {', '.join(sources)}"
+            )
+        if spec["kind"] == "mix":
+            named = spec.get("sources") or []
+            unknown = [s for s in named if s not in sources]
+            if unknown:
+                raise ConfigError(
+                    f"config key '{where}.sources': {', '.join(map(repr, unknown))} "
+                    f"{'is not a calibration source' if len(unknown) == 1 else 'are not calibration sources'}. "
+                    f"Choose from: {', '.join(sources)}"
+                )
+            continue
+        _check_pool(where, spec, calibration)
+
+
+def _check_pool(where: str, spec: dict, calibration: dict) -> None:
+    """The pool sizes the DAG computes (calmix.calibration.builders), and room for SGS's prompts."""
+    kind = builders.KINDS[spec["kind"]]
+    generation = {k: spec.get(k, v) for k, v in kind.generation.items()}
+    selection = {k: spec.get(k, v) for k, v in kind.selection.items()}
+    try:
+        kind.pool_size(calibration["nsamples"], generation, selection)
+    except ValueError as e:
+        raise ConfigError(f"config key '{where}.pool_size': {e}") from None
+    prefix = generation.get("prefix_tokens")
+    if prefix is not None and prefix > calibration["seqlen"] - 2:
+        raise ConfigError(
+            f"config key '{where}.prefix_tokens': a prompt of BOS + {prefix} tokens leaves no token to generate in a "
+            f"window of calibration.seqlen = {calibration['seqlen']}; use at most {calibration['seqlen'] - 2}"
+        )
+
+
+def _check_models(config: dict, workdir: Path) -> None:
+    for key, spec in config["models"].items():
+        _check_kind_keys(f"models.{key}", "model", spec)
+        if spec["kind"] == "local" and not (workdir / spec["path"] / "config.json").is_file():
+            raise ConfigError(
+                f"config key 'models.{key}.path': {spec['path']!r} is not a save_pretrained folder "
+                "(no config.json found there); point it at the folder that holds config.json"
+            )
+
+
+def _check_world_model(config: dict) -> None:
+    """The world's LLaMA must be buildable: heads split hidden_size evenly into an even head_dim (RoPE
+    rotates pairs of dimensions), and training windows fit its positions."""
+    if not any(spec["kind"] == "world" for spec in config["models"].values()):
+        return
+    arch, train = config["world"]["model"], config["world"]["train"]
+    hidden, heads = arch["hidden_size"], arch["num_heads"]
+    if hidden % heads:
+        raise ConfigError(
+            f"config key 'world.model.hidden_size': {hidden} is not a multiple of world.model.num_heads = {heads}, so "
+            f"the heads cannot split it; use e.g. {2 * heads * max(1, round(hidden / (2 * heads)))}"
+        )
+    if (hidden // heads) % 2:
+        raise ConfigError(
+            f"config key 'world.model.num_heads': {heads} heads give a head dimension of {hidden // heads}, but rotary "
+            f"embeddings need an even one; choose num_heads so that hidden_size / num_heads is even"
+        )
+    if train["seqlen"] > arch["max_position_embeddings"]:
+        raise ConfigError(
+            f"config key 'world.train.seqlen': {train['seqlen']} tokens exceed world.model.max_position_embeddings = "
+            f"{arch['max_position_embeddings']}; lower it or raise max_position_embeddings"
+        )
+
+
+def _check_context(config: dict, facts: dict) -> None:
+    """Calibration windows fit every model whose context length is known (a hub model's is not, yet)."""
+    seqlen = config["calibration"]["seqlen"]
+    for model, known in facts.items():
+        if known and known["max_positions"] and seqlen > known["max_positions"]:
+            raise ConfigError(
+                f"config key 'calibration.seqlen': {seqlen} tokens exceed the {known['max_positions']} positions of "
+                f"model {model!r} ({known['positions_key']}); lower calibration.seqlen to at most "
+                f"{known['max_positions']}"
+            )
+
+
+def _check_structures(config: dict, facts: dict) -> None:
+    """N:M groups run along the inputs: every in_features, and SparseGPT's blocksize, a multiple of M."""
+    pruning = config["pruning"]
+    for structure in pruning["structures"]:
+        if structure == "unstructured":
+            continue
+        m = int(structure.split(":")[1])
+        if "sparsegpt" in pruning["methods"] and pruning["blocksize"] % m:
+            raise ConfigError(
+                f"config key 'pruning.blocksize': {pruning['blocksize']} is not a multiple of {m}, which structure "
+                f"{structure!r} needs (a SparseGPT block holds whole groups of {m}); use e.g. {m * max(1, pruning['blocksize'] // m)}"
+            )
+        for model, known in facts.items():
+            for key, size in (known or {}).get("inputs", {}).items():
+                if size and size % m:
+                    raise ConfigError(
+                        f"config key '{key if key.startswith('world.') else f'models.{model}.path'}': {key} = {size} is not "
+                        f"a multiple of {m}, which structure {structure!r} needs (inputs come in groups of {m}); "
+                        f"use a multiple of {m} or drop {structure!r}"
+                    )
+
+
+def _check_profiles(config: dict) -> None:
+    """A non-uniform profile spreads unstructured targets, and each profile's own limits (registry)."""
+    pruning = config["pruning"]
+    for name in pruning["profiles"]:
+        profile = registry.PROFILES[name]
+        if profile.module and "unstructured" not in pruning["structures"]:
+            raise ConfigError(
+                f"config key 'pruning.profiles': {name!r} spreads unstructured targets over the layers, but "
+                "pruning.structures has no 'unstructured' (N:M is the same in every layer); add it or drop the profile"
+            )
+        problem = profile.problem(pruning)
+        if problem:
+            raise ConfigError(problem)
+
+
+def _check_skip(config: dict, facts: dict) -> None:
+    """pruning.skip matched as calmix.pruning.driver matches it: each pattern must match a linear layer (else a
+    typo), and the patterns must leave each model something to prune (else the 'pruned' checkpoint is
+    the dense model). Checked where the linear names can be derived without loading the model."""
+    patterns = config["pruning"]["skip"]
+    named = {model: known["linears"] for model, known in facts.items() if known and known["linears"]}
+    if not patterns or not named:
+        return
+    if len(named) == len(config["models"]):
+        every = [n for names in named.values() for n in names]
+        for i, pattern in enumerate(patterns):
+            if not any(fnmatch(n, pattern) for n in every):
+                never = " (lm_head and the embeddings are never pruned)" if fnmatch("lm_head", pattern) else ""
+                raise ConfigError(
+                    f"config key 'pruning.skip[{i}]': {pattern!r} matches no linear layer{never}; names look like "
+                    f"{every[0]} (fnmatch patterns, e.g. '*.mlp.down_proj'). Fix or remove it"
+                )
+    for model, names in named.items():
+        if all(any(fnmatch(n, p) for p in patterns) for n in names):
+            raise ConfigError(
+                f"config key 'pruning.skip': {patterns} skip all {len(names)} linear layers of model {model!r}, so it "
+                "would stay dense; skip fewer layers"
+            )
+
+
+@functools.lru_cache(maxsize=None)
+def _task_config(task: str) -> dict:
+    """A world task's YAML (its !function tags kept as text)."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    return yaml.load((TASK_DIR / f"{task}.yaml").read_text(), Loader=Loader) or {}  # noqa: S506 (a SafeLoader)
+
+
+def _shot_pool(task: str, items: int) -> int | None:
+    """How many items a world task can draw shots from: None when it takes none (rolling likelihood);
+    with fewshot_split == test_split lm-eval draws num_fewshot + 1 and drops the item itself, so one
+    less than the items. 'limit' does not shrink the pool: shots come from the whole split."""
+    spec = _task_config(task)
+    if spec.get("output_type") == "loglikelihood_rolling":
+        return None
+    return items - 1 if spec.get("fewshot_split") == spec.get("test_split") else items
+
+
+def _check_dimensions(config: dict) -> None:
+    from calmix.evaluation.tasks import executes_code
+
+    world_tasks = {p.stem for p in TASK_DIR.glob("*.yaml")}
+    items = config["world"]["eval_items"]
+    for dim, spec in config["evaluation"]["dimensions"].items():
+        where = f"evaluation.dimensions.{dim}"
+        for i, task in enumerate(spec["tasks"]):
+            if executes_code(task) and not config["evaluation"]["allow_code_execution"]:
+                raise ConfigError(
+                    f"config key '{where}.tasks[{i}]': lm-eval task {task!r} executes the code "
+                    "the model writes. Set evaluation.allow_code_execution: true to run it (on a machine where "
+                    "running untrusted code is acceptable), or remove the task"
+                )
+            if task.startswith("world_") and task not in world_tasks:
+                raise ConfigError(
+                    f"config key '{where}.tasks[{i}]': unknown world task {task!r}. Known: {', '.join(sorted(world_tasks))}"
+                )
+            pool = _shot_pool(task, items) if task in world_tasks else None
+            if pool is not None and spec["num_fewshot"] > pool:
+                raise ConfigError(
+                    f"config key '{where}.num_fewshot': {spec['num_fewshot']} shots cannot be drawn for {task}, which has "
+                    f"world.eval_items = {items} items and draws each item's shots from the other {pool}; lower "
+                    f"num_fewshot to at most {pool} or raise world.eval_items"
+                )
+        for task in spec["metric"]:
+            if task not in spec["tasks"]:
+                raise ConfigError(
+                    f"config key '{where}.metric.{task}': {task!r} is not a task of this "
+                    f"dimension. Its tasks: {', '.join(spec['tasks'])}"
+                )
+
+
+def _check_metrics(config: dict) -> None:
+    from calmix.calibration.metrics import METRICS
+
+    for i, name in enumerate(config["metrics"]):
+        if name not in METRICS:
+            raise ConfigError(f"config key 'metrics[{i}]': unknown metric {name!r}. Choose from: {', '.join(METRICS)}")
+
+
+def check_semantics(config: dict, workdir: Path) -> None:
+    """What the schema cannot say: keys read by other kinds, names that must exist, and values beyond what
+    the models or data can give. Models first: later checks read what is known of them."""
+    _check_models(config, workdir)
+    _check_world_model(config)
+    _check_sources(config, workdir)
+    _check_builders(config)
+    sources = list(config["calibration"]["sources"])
+    baseline = config["report"]["baseline"]
+    if baseline is not None and baseline not in sources:
+        raise ConfigError(f"config key 'report.baseline': {baseline!r} is not a calibration source. "
+                          f"Choose from: {', '.join(sources)}")
+    facts = {model: model_facts(model, config, workdir) for model in config["models"]}
+    _check_context(config, facts)
+    _check_structures(config, facts)
+    _check_profiles(config)
+    _check_skip(config, facts)
+    _check_metrics(config)
+    _check_dimensions(config)

@@ -1,0 +1,24 @@
+"""What each kind of source and model may set: the one table that the schema's messages and the
+semantic checks read (tests check that the schema lists exactly these keys)."""
+
+from __future__ import annotations
+
+#: The keys each kind of source and model reads, and so the only ones it may set (the schema lists
+#: the union). Sources: calmix.calibration.corpora reads the kind's own keys, the shard rule 'sampling' and 'bos'.
+#: Models: the rules read 'dtype' of every kind; 'path' is a folder (local) or a repository (hub).
+KEYS_BY_KIND = {
+    "source": {
+        "world": ("kind", "generator", "docs", "sampling", "bos"),
+        "local": ("kind", "path", "format", "max_docs", "template", "chat_field", "sampling", "bos"),
+        "hub": ("kind", "path", "name", "split", "data_files", "revision", "streaming", "max_docs", "template",
+                "chat_field", "sampling", "bos"),
+    },
+    "model": {
+        "world": ("kind", "dtype"),
+        "local": ("kind", "path", "dtype"),
+        "hub": ("kind", "path", "revision", "dtype"),
+    },
+}
+
+#: Local and hub models whose linear layers calmix can name from config.json (LLaMA's module names).
+LLAMA_LIKE = ("llama", "mistral", "qwen2")

@@ -1,0 +1,32 @@
+"""Per-item scores of one evaluation, the file beside each eval record (general.json ->
+general.items.parquet): what the retention intervals resample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from calmix.core.io import atomic_path
+
+#: Columns of the per-item parquet file, in order.
+ITEM_COLUMNS = ("task", "leaf", "doc_id", "score", "weight")
+
+
+def write_items(items: list[dict], path: str | Path) -> None:
+    """Per-item scores as zstd parquet, written atomically: task, leaf, doc_id, score and weight
+    (1.0 for mean-aggregated tasks; the word or byte count for perplexity tasks, whose score is
+    the item's total log-likelihood). Items without a weight get 1.0."""
+    types = {"task": pa.string(), "leaf": pa.string(), "doc_id": pa.int64(), "score": pa.float64(), "weight": pa.float64()}
+    table = pa.table({
+        k: pa.array([r.get(k, 1.0) if k == "weight" else r[k] for r in items], types[k]) for k in ITEM_COLUMNS
+    })
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_items(path: str | Path):
+    """The per-item scores of one evaluation as a DataFrame (task, leaf, doc_id, score, weight)."""
+    return pd.read_parquet(path)[list(ITEM_COLUMNS)]

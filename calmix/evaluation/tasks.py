@@ -1,0 +1,134 @@
+"""lm-eval tasks as data: the study's own task YAMLs (resources/lm_eval_tasks) made loadable from any
+working directory, which tasks execute model-written code, and which names are lm-eval built-ins.
+Nothing heavy is imported at module level: the config check reads this while the workflow parses."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TASK_DIR = Path(__file__).resolve().parents[2] / "resources" / "lm_eval_tasks"
+
+_GLOB_CHARS = set("*?[")
+
+
+#: lm-eval task families that execute model-written code (their YAMLs say ``unsafe_code: true``).
+CODE_EXECUTING_TASKS = ("humaneval", "mbpp", "cruxeval", "longproc_pseudo_to_code")
+
+
+class TaskConfigError(FileNotFoundError):
+    """A task's YAML or one of its data files is missing."""
+
+
+def task_yaml(task: str, task_dir: Path) -> Path:
+    return Path(task_dir) / f"{task}.yaml"
+
+
+def _declares_unsafe_code(yaml_path: Path, seen: frozenset = frozenset()) -> bool:
+    """Whether a task YAML (or one it includes) says ``unsafe_code: true``; read as plain data,
+    with ``!function`` tags left unresolved, so nothing is imported."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    config = yaml.load(yaml_path.read_text(), Loader=Loader) or {}  # noqa: S506 (a SafeLoader)
+    if config.get("unsafe_code") is True:
+        return True
+    includes = config.get("include") or []
+    for inc in includes if isinstance(includes, list) else [includes]:
+        path = (yaml_path.parent / inc).resolve()
+        if path not in seen and path.is_file() and _declares_unsafe_code(path, seen | {path}):
+            return True
+    return False
+
+
+def executes_code(task: str, task_dir: Path = DEFAULT_TASK_DIR) -> bool:
+    """Whether an lm-eval task runs the code the model writes (needs evaluation.allow_code_execution):
+    one of lm-eval's code families, or a task of ``task_dir`` whose YAML says ``unsafe_code: true``."""
+    yaml_path = task_yaml(task, task_dir)
+    return task.startswith(CODE_EXECUTING_TASKS) or (yaml_path.is_file() and _declares_unsafe_code(yaml_path))
+
+
+def _absolute_data_files(value: Any, data_root: Path) -> Any:
+    """Rewrite each relative path in a ``data_files`` value (str, list or split dict)."""
+    if isinstance(value, dict):
+        return {split: _absolute_data_files(v, data_root) for split, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_absolute_data_files(v, data_root) for v in value]
+    if isinstance(value, (str, Path)):
+        path = Path(value).expanduser()
+        if "://" in str(value):
+            return str(value)
+        if path.is_absolute():
+            return str(path)
+        return str((Path(data_root) / path).resolve())
+    return value
+
+
+def _iter_paths(value: Any) -> Iterable[str]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _iter_paths(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _iter_paths(v)
+    elif isinstance(value, (str, Path)):
+        yield str(value)
+
+
+def load_task_config(task: str, task_dir: Path, data_root: Path) -> dict:
+    """Read ``task_dir/<task>.yaml`` with its data paths made absolute under ``data_root``.
+
+    lm-eval hands ``dataset_kwargs.data_files`` to ``datasets.load_dataset`` unchanged, so
+    a relative path would be looked up in the current working directory; anchoring it at
+    ``data_root`` makes the result independent of where the workflow runs. Missing files
+    are reported here, naming the task, instead of as a ``datasets`` error deep inside
+    lm-eval. The YAML is read with lm-eval's own loader so ``include:`` and ``!function``
+    keep working.
+    """
+    yaml_path = task_yaml(task, task_dir)
+    if not yaml_path.is_file():
+        raise TaskConfigError(f"lm-eval task {task!r}: no task config {yaml_path}")
+
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    config = load_yaml(yaml_path, resolve_func=True, recursive=True)
+    name = config.get("task")
+    if name != task:
+        raise ValueError(f"lm-eval task {task!r}: {yaml_path} defines task {name!r}, expected {task!r}")
+
+    dataset_kwargs = dict(config.get("dataset_kwargs") or {})
+    if "data_files" in dataset_kwargs:
+        data_files = _absolute_data_files(dataset_kwargs["data_files"], data_root)
+        for path in _iter_paths(data_files):
+            if "://" in path:
+                continue
+            found = glob.glob(path) if _GLOB_CHARS & set(path) else [path] if Path(path).is_file() else []
+            if not found:
+                raise TaskConfigError(
+                    f"lm-eval task {task!r}: data file {path} is missing "
+                    f"(data_files of {yaml_path}, resolved under {data_root})"
+                )
+        dataset_kwargs["data_files"] = data_files
+        config["dataset_kwargs"] = dataset_kwargs
+    return config
+
+
+def lm_eval_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("lm_eval", "lm-eval"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def builtin_tasks(tasks: list[str], task_dir: Path) -> list[str]:
+    """The tasks that are lm-eval's own (no YAML of calmix's): their data comes from the hub."""
+    return [t for t in tasks if not task_yaml(t, task_dir).is_file()]
