@@ -9,7 +9,7 @@ from calmix.evaluation import tasks as lm_tasks
 from calmix.config import ConfigError, error_line, read_config_files, validate_config
 from calmix.calibration.corpora import KIND_MODULES, local_files
 from calmix.calibration import builders
-from calmix.pruning import registry
+from calmix.pruning import registry, targets
 
 RESOURCES = Path(workflow.basedir) / "resources"
 SCRIPTS = Path(workflow.basedir) / "scripts"
@@ -179,21 +179,14 @@ def one_of(names):
     return "|".join(map(re.escape, names)) or "(?!)"
 
 
-def pruning_targets():
-    """Path labels of the pruning targets: '0.6' for unstructured sparsities, '2of4' for N:M."""
-    structures = config["pruning"]["structures"]
-    labels = [str(s) for s in config["pruning"]["sparsities"]] if "unstructured" in structures else []
-    return labels + [s.replace(":", "of") for s in structures if s != "unstructured"]
-
-
-TARGETS = pruning_targets()
+TARGETS = targets.path_labels(config["pruning"]["sparsities"], config["pruning"]["structures"])
 
 
 def targets_of(method):
     """A pruned set's targets: a non-uniform sparsity profile spreads unstructured targets only."""
     if registry.parse_label(method)[1].module is None:
         return TARGETS
-    return [t for t in TARGETS if "of" not in t]
+    return [t for t in TARGETS if not targets.is_n_m(t)]
 
 
 def data_free(method):

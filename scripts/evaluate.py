@@ -7,7 +7,7 @@ from calmix.evaluation.harness import evaluate
 from calmix.evaluation.items import write_items
 from calmix.core.io import write_json
 from calmix.core.logs import setup_logging
-from calmix.models.loading import target_label
+from calmix.pruning.targets import display
 
 setup_logging(snakemake.log[0], snakemake.threads)
 w = snakemake.wildcards
@@ -28,7 +28,7 @@ write_items(result.pop("items"), snakemake.output.per_item)
 write_json(snakemake.output.scores, {
     "model": w.model,
     "method": w.method if pruned else "dense",
-    "sparsity": target_label(w.target) if pruned else "dense",
+    "sparsity": display(w.target) if pruned else "dense",
     "calib": w.calib if pruned else None,
     "seed": int(w.seed) if pruned else None,
     "dimension": w.dimension,

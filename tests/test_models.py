@@ -8,7 +8,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from calmix.pruning.checkpoints import _verify, prune_checkpoint
 from calmix.pruning.driver import model_sparsity
-from calmix.models.loading import load_model, parse_target, target_label, write_checkpoint_manifest
+from calmix.models.loading import load_model, write_checkpoint_manifest
+from calmix.pruning.targets import display as target_label, parse as parse_target
 from calmix.pruning.driver import PruningError
 from calmix.world.domain import World
 

@@ -38,19 +38,6 @@ def load_model(path: str | Path, dtype: str = "float32", verify: bool = True, ma
     return model.eval()
 
 
-def parse_target(label: str) -> tuple[float, int, int]:
-    """Path label of a pruning target -> (sparsity, N, M): '0.6' -> (0.6, 0, 0), '2of4' -> (0.5, 2, 4)."""
-    if "of" in label:
-        n, m = (int(x) for x in label.split("of"))
-        return n / m, n, m
-    return float(label), 0, 0
-
-
-def target_label(label: str) -> str:
-    """How reports name a target: '0.6' stays, '2of4' becomes '2:4'."""
-    return label.replace("of", ":")
-
-
 @overload
 def write_checkpoint_manifest(
     folder: str | Path, name: Literal["training.json"] = ..., **fields: Any,

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from calmix.core.io import atomic_path
-from calmix.models.loading import load_model, parse_target, target_label, write_checkpoint_manifest
+from calmix.models.loading import load_model, write_checkpoint_manifest
 from calmix.core.records import PruneReport
-from calmix.pruning import registry
+from calmix.pruning import registry, targets
 from calmix.pruning.driver import model_sparsity, prune_model
 from calmix.pruning.masks import PruningError, nm_valid
 from calmix.calibration.shards import read_shard
@@ -23,16 +23,16 @@ log = logging.getLogger(__name__)
 SPARSITY_TOLERANCE = 0.005
 
 
-def _verify(model, targets: dict[str, float], prunen: int, prunem: int) -> dict:
+def _verify(model, layer_targets: dict[str, float], prunen: int, prunem: int) -> dict:
     """Sparsity of the reloaded checkpoint's pruned linears, each against the target its report
     records (one for all under a uniform profile, its layer's under OWL); an error if any is off."""
     found = model_sparsity(model)
     weights = dict(model.named_parameters())
-    checked = {n: s for n, s in found["layers"].items() if n in targets}
+    checked = {n: s for n, s in found["layers"].items() if n in layer_targets}
     # Per-row methods (Wanda) round each row's count down, so a layer may fall 1/in_features short.
     off = sorted(
         n for n, s in checked.items()
-        if abs(s - targets[n]) > max(SPARSITY_TOLERANCE, 1 / weights[f"{n}.weight"].shape[1])
+        if abs(s - layer_targets[n]) > max(SPARSITY_TOLERANCE, 1 / weights[f"{n}.weight"].shape[1])
     )
     if prunem:
         off += sorted(n for n in checked if not nm_valid(weights[f"{n}.weight"].detach(), prunen, prunem))
@@ -40,7 +40,7 @@ def _verify(model, targets: dict[str, float], prunen: int, prunem: int) -> dict:
         raise PruningError(
             f"reloaded checkpoint is off target{f' {prunen}:{prunem}' if prunem else ''}: {len(off)} linear layers, "
             f"e.g. {off[:3]} (sparsities {[round(checked[n], 4) for n in off[:3]]}, "
-            f"targets {[round(targets[n], 4) for n in off[:3]]})"
+            f"layer_targets {[round(layer_targets[n], 4) for n in off[:3]]})"
         )
     return {"sparsity": sum(checked.values()) / max(1, len(checked)), "layers_checked": len(checked), **({"nm_valid": True} if prunem else {})}
 
@@ -59,7 +59,7 @@ def prune_checkpoint(
     None for a user's or hub model); the shard is read once, checked against its manifest.
     """
     start = time.perf_counter()
-    sparsity, prunen, prunem = parse_target(target)
+    sparsity, prunen, prunem = targets.parse(target)
     spec, profile = registry.parse_label(method)
     windows, shard_manifest = read_shard(shard) if shard is not None else (None, None)
     model = load_model(model_dir, dtype, manifest=model_manifest)
@@ -67,13 +67,13 @@ def prune_checkpoint(
         model, None if windows is None else torch.from_numpy(windows), sparsity, method=spec.name, prunen=prunen,
         prunem=prunem, device=device, skip=list(skip), profile=profile.name, **options,
     )
-    targets = {e["name"]: e["target_sparsity"] for e in report["layers"] if not e["skipped"]}
+    layer_targets = {e["name"]: e["target_sparsity"] for e in report["layers"] if not e["skipped"]}
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(str(tmp))
         load_tokenizer(model_dir).save_pretrained(str(tmp))
-        verified = _verify(load_model(tmp, dtype, verify=False), targets, prunen, prunem)
+        verified = _verify(load_model(tmp, dtype, verify=False), layer_targets, prunen, prunem)
         report.update(
-            target=target_label(target),
+            target=targets.display(target),
             shard=str(shard) if shard is not None else None,
             shard_sha256=shard_manifest["sha256"] if shard is not None else None,
             dense_model=str(model_dir),
@@ -81,5 +81,5 @@ def prune_checkpoint(
             job_wall_time_s=round(time.perf_counter() - start, 2),
         )
         report = write_checkpoint_manifest(tmp, "prune_report.json", **report)
-    log.info("pruned %s with %s to %s (verified sparsity %.4f) -> %s", model_dir, method, target_label(target), verified["sparsity"], out_dir)
+    log.info("pruned %s with %s to %s (verified sparsity %.4f) -> %s", model_dir, method, targets.display(target), verified["sparsity"], out_dir)
     return report
