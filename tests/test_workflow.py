@@ -322,6 +322,26 @@ def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_run,
     assert [job for job in planned_jobs(result.stdout) if job[0] != "all"] == expected
 
 
+def test_parsing_the_workflow_imports_no_torch(tmp_path):
+    """Every dry run and every cluster job parses the workflow: with builders, OWL and N:M configured it
+    must read the registries without importing torch, transformers or lm-eval."""
+    config = yaml.safe_load(TINY.read_text())
+    config["calibration"]["builders"] = {"mix": {"kind": "mix"}, "selfcal": {"kind": "selfcal"},
+                                         "sgs": {"kind": "sgs", "pool_size": 10}, "igsp": {"kind": "igsp"}}
+    config["pruning"].update(structures=["unstructured", "2:4"], profiles=["uniform", "owl"])
+    configfile = write_config(tmp_path / "parse.yaml", config)
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('HEAVY', sorted(m for m in ('torch', 'transformers', 'lm_eval', 'datasets') if m in sys.modules)))\n"
+        "from snakemake.cli import main\n"
+        f"main(['-s', {str(REPO / 'Snakefile')!r}, '--directory', {str(tmp_path)!r}, '-n', '--configfile', {str(configfile)!r}])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "HEAVY []" in result.stdout, result.stdout[-2000:]
+    assert re.search(r"generate_pool\s+6", result.stdout) and "wanda-owl" in result.stdout
+
+
 def test_n_m_and_owl_studies_reach_the_report(tiny_run, tmp_path):
     """2:4 and 4:8 structures and the OWL profile, through pruning, evaluation, retention and the report."""
     workdir = tmp_path / "nm"
