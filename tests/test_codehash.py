@@ -19,7 +19,7 @@ KERNELS = {"calmix.pruning.sparsegpt", "calmix.pruning.wanda", "calmix.pruning.m
     ("shard.py", {"calmix.calibration.shards", "calmix.core.io"}, {"calmix.pruning.driver", "calmix.models.loading", "calmix.calibration.metrics"}),
     ("metrics.py", {"calmix.calibration.metrics", "calmix.models.loading", "calmix.calibration.shards"},
      {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.fetch.hub"}),
-    ("evaluate.py", {"calmix.evaluation.harness", "calmix.evaluation.code_exec", "calmix.models.loading"},
+    ("evaluate.py", {"calmix.evaluation.harness", "calmix.evaluation.code_exec", "calmix.models.folders"},
      {"calmix.pruning.driver", "calmix.calibration.metrics", "calmix.fetch.hub", "calmix.analysis.report"}),
     ("report.py", {"calmix.analysis.plots", "calmix.analysis.report", "calmix.analysis.retention", "calmix.analysis.intervals",
                    "calmix.analysis.comparisons", "calmix.analysis.correlation"}, {"calmix.pruning.driver"}),
