@@ -12,6 +12,7 @@ rule corpus:
     params:
         code=lambda wc: library_code("corpus.py", KIND_MODULES[source_spec(wc)["kind"]]),
         spec=source_spec,
+        versions=source_versions,
         world_seed=lambda wc: world_seed_of(source_spec(wc)),
     conda:
         "../envs/calmix.yaml"

@@ -7,7 +7,9 @@ from pathlib import Path
 from calmix.core import codehash
 from calmix.evaluation import tasks as lm_tasks
 from calmix.config import ConfigError, error_line, read_config_files, validate_config
+from calmix.config.kinds import gguf_origin
 from calmix.calibration.corpora import KIND_MODULES, local_files
+from calmix.calibration.installed import package_version
 from calmix.calibration import builders
 from calmix.pruning import registry, targets
 
@@ -54,6 +56,8 @@ HARNESS = {
 
 WORLD_MODELS = [m for m, spec in config["models"].items() if spec["kind"] == "world"]
 HUB_MODELS = [m for m, spec in config["models"].items() if spec["kind"] == "hub"]
+GGUF_MODELS = [m for m, spec in config["models"].items() if spec["kind"] == "gguf"]
+FETCHED_GGUF = [m for m in GGUF_MODELS if gguf_origin(config["models"][m]) != "local"]
 HUB_SOURCES = [s for s, spec in config["calibration"]["sources"].items() if spec["kind"] == "hub"]
 
 
@@ -68,12 +72,20 @@ wildcard_constraints:
 
 
 def model_dir(model):
-    """What loads the dense model: the folder trained by the workflow or given by the user, or for a
-    hub model the fetch manifest that names its snapshot in the Hugging Face cache."""
+    """What loads the dense model: the folder the workflow trained or converted (a GGUF file) or the
+    user gave, or for a hub model the fetch manifest that names its snapshot in the Hugging Face cache."""
     spec = config["models"][model]
     if spec["kind"] == "hub":
         return f"results/models/{model}.json"
-    return f"results/models/{model}" if spec["kind"] == "world" else spec["path"]
+    return spec["path"] if spec["kind"] == "local" else f"results/models/{model}"
+
+
+def gguf_inputs(wildcards):
+    """A GGUF model's file: a local path, or the fetched copy and the fetch manifest that says where it came from."""
+    spec = config["models"][wildcards.model]
+    if gguf_origin(spec) == "local":
+        return {"gguf": spec["file"]}
+    return {"gguf": f"results/downloads/{wildcards.model}.gguf", "fetched": f"results/downloads/{wildcards.model}.json"}
 
 
 def model_mem_mb(model, input_mb):
@@ -95,6 +107,12 @@ def source_files(wildcards):
     if spec["kind"] != "local":
         return []
     return [str(p) for p in local_files(spec["path"])]
+
+
+def source_versions(wildcards):
+    """An installed source's package versions, so that upgrading one reruns its branch."""
+    spec = source_spec(wildcards)
+    return {p: package_version(p) for p in spec["packages"]} if spec["kind"] == "installed" else None
 
 
 def builder_spec(wildcards):
@@ -240,6 +258,6 @@ def library_code(script, modules=()):
 
 def required_manifest(model):
     """The manifest a dense model's folder must have when a job loads it: training.json for the world
-    model the workflow trains, so deleting it cannot switch its check off; None for a user's own folder
-    or a hub model's fetch manifest, which are not calmix's to check."""
-    return "training.json" if config["models"][model]["kind"] == "world" else None
+    model the workflow trains, conversion.json for a GGUF file it converts, so deleting it cannot switch
+    its check off; None for a user's own folder or a hub model's fetch manifest, not calmix's to check."""
+    return {"world": "training.json", "gguf": "conversion.json"}.get(config["models"][model]["kind"])

@@ -53,3 +53,4 @@ rule train_world_model:
         "logs/train_world_model/{model}.log",
     script:
         "../scripts/train_world_model.py"
+

@@ -5,6 +5,7 @@ Kinds:
 * ``world``: the built-in generator (calmix.world.domain).
 * ``local``: jsonl, json, parquet, csv or plain-text files, or a glob of them.
 * ``hub``: a dataset on the Hugging Face hub (or a dataset folder on disk), via ``datasets.load_dataset``.
+* ``installed``: files of installed distributions or the standard library (calmix.calibration.installed).
 
 Each record becomes one document through the source's ``template`` (``str.format`` over the record's
 fields, e.g. ``"{question}\\n{answer}"``) or, with ``chat_field``, stays a list of chat messages that
@@ -43,7 +44,10 @@ WORLD_DOCS = 400
 #: The code each kind of source runs beyond this module, loaded by name (not imported here), so that a
 #: corpus job runs, and its rule's code param digests, only its own kind's code: editing the world
 #: reruns world corpora, editing the hub code reruns hub corpora, and neither reruns local ones.
-KIND_MODULES = {"world": ["calmix.world.domain"], "local": [], "hub": ["calmix.fetch.hub"]}
+KIND_MODULES = {
+    "world": ["calmix.world.domain"], "local": [], "hub": ["calmix.fetch.hub"],
+    "installed": ["calmix.calibration.installed"],
+}
 
 
 def _kind_module(kind: str):
@@ -65,6 +69,12 @@ def load_documents(name: str, spec: dict, world_seed: int = 0) -> tuple[list[dic
         texts = _kind_module("world").World(world_seed).documents(spec["generator"], spec.get("docs", WORLD_DOCS), seed=1)
         docs = [{"id": f"{spec['generator']}:{i}", "text": t} for i, t in enumerate(texts)]
         return docs, {"world_seed": world_seed}
+    if kind == "installed":
+        docs, provenance = _kind_module("installed").load_installed(name, spec)
+        docs = docs[: spec.get("max_docs")]
+        if not docs:
+            raise CorpusError(f"source {name!r}: the files {spec['files']} of {spec['packages']} give no {spec.get('part', 'calibration')} documents")
+        return docs, provenance
     if kind == "local":
         files = local_files(spec["path"])
         if not files:
@@ -295,7 +305,7 @@ def write_corpus(
         "spec": spec,
         **provenance,
         "documents": len(docs),
-        "chat": bool(spec.get("chat_field")),
+        "chat": any("messages" in doc for doc in docs),
         "first_id": docs[0]["id"],
         "last_id": docs[-1]["id"],
         "sha256": sha256_file(path),

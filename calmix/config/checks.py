@@ -12,7 +12,7 @@ import yaml
 
 from calmix.calibration import builders
 from calmix.config.files import ConfigError
-from calmix.config.kinds import KEYS_BY_KIND, LLAMA_LIKE
+from calmix.config.kinds import KEYS_BY_KIND, LLAMA_LIKE, gguf_origin
 from calmix.config.schema import SCHEMA_PATH
 from calmix.pruning import registry
 
@@ -110,6 +110,23 @@ def _check_documents(where: str, spec: dict, calibration: dict) -> None:
         )
 
 
+def _check_installed(where: str, spec: dict) -> None:
+    """Every named distribution is installed and every file glob matches a file of one of them."""
+    from calmix.calibration.installed import InstalledSourceError, matched_files, package_version
+
+    for package in spec["packages"]:
+        try:
+            package_version(package)
+        except InstalledSourceError as e:
+            raise ConfigError(f"config key '{where}.packages': {e}") from None
+    for pattern in spec["files"]:
+        if not any(matched_files(package, [pattern])[1] for package in spec["packages"]):
+            raise ConfigError(
+                f"config key '{where}.files': {pattern!r} matches no file of {', '.join(spec['packages'])} "
+                "(globs are relative to the distribution's root, e.g. 'sympy/**/*.py' or '*.dist-info/METADATA')"
+            )
+
+
 def _check_sources(config: dict, workdir: Path) -> None:
     from calmix.calibration.corpora import local_files
     from calmix.world.domain import WORLD_GENERATORS
@@ -132,7 +149,9 @@ def _check_sources(config: dict, workdir: Path) -> None:
                 f"config key '{where}.revision': required for hub dataset {spec['path']!r}: pin the commit sha "
                 "(the dataset page's 'History' lists them) so every rerun reads the same records"
             )
-        if spec["kind"] != "world":
+        if spec["kind"] == "installed":
+            _check_installed(where, spec)
+        elif spec["kind"] != "world":
             _check_template(where, spec)
         _check_documents(where, spec, config["calibration"])
 
@@ -194,6 +213,24 @@ def _check_models(config: dict, workdir: Path) -> None:
                 f"config key 'models.{key}.path': {spec['path']!r} is not a save_pretrained folder "
                 "(no config.json found there); point it at the folder that holds config.json"
             )
+        if spec["kind"] == "gguf":
+            _check_gguf(f"models.{key}", spec, workdir)
+
+
+def _check_gguf(where: str, spec: dict, workdir: Path) -> None:
+    origin = gguf_origin(spec)
+    if origin == "package" and "path" in spec:
+        raise ConfigError(f"config key '{where}.path': a GGUF file comes from a package or a hub repository, not both; "
+                          "drop 'path' (the repository) or 'package'")
+    if origin == "hub" and "revision" not in spec:
+        raise ConfigError(f"config key '{where}.revision': required for GGUF file {spec['file']!r} of hub repository "
+                          f"{spec['path']!r}: pin the commit sha")
+    if origin != "local" and "sha256" not in spec:
+        raise ConfigError(f"config key '{where}.sha256': required for GGUF file {spec['file']!r} of {origin} "
+                          f"{spec.get('package') or spec['path']!r}: pin the file's sha256 (sha256sum <file>)")
+    if origin == "local" and not (workdir / spec["file"]).is_file():
+        raise ConfigError(f"config key '{where}.file': {spec['file']!r} is not a file; give the path of a .gguf file "
+                          "(or 'package' / 'path' to fetch it)")
 
 
 def _check_world_model(config: dict) -> None:

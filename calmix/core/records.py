@@ -13,6 +13,8 @@ results/shards/{model}/{calib}/seed{seed}.json             ShardManifest
 results/pools/{model}/{calib}/seed{seed}.json              PoolManifest
 results/models/{model}/training.json                       TrainingManifest
 results/models/{model}.json                                FetchManifest
+results/downloads/{model}.json                             GgufFetchManifest
+results/models/{model}/conversion.json                     ConversionManifest
 results/eval/data/{dimension}.json                         TaskDataManifest
 results/metrics/{model}/{calib}/seed{seed}.json            MetricsRecord
 results/pruned/.../prune_report.json                       PruneReport
@@ -55,6 +57,9 @@ class CorpusProvenance(TypedDict, total=False):
     sample_seed: int  # only the world's pretraining corpus (scripts/world_corpus.py): the seed it samples with
     # kind local
     files: list[CorpusFile]  # every matched file, in the order read
+    # kind installed (files also: every read file as <package>/<path>)
+    packages: dict[str, str]  # distribution -> installed version ('python': the interpreter's)
+    unreadable: list[str]  # matched files that are not UTF-8, not Python 3 or not YAML, skipped
     # kind hub
     dataset: str  # hub id, or a dataset folder on disk
     config: str | None  # the dataset's config name (spec ``name``)
@@ -226,6 +231,52 @@ class FetchManifest(TypedDict):
     bytes: int  # size of the snapshot's files; rules/common.smk sizes jobs' memory by it
 
 
+class GgufFetchManifest(TypedDict, total=False):
+    """results/downloads/{model}.json: scripts/fetch_gguf.py (a GGUF file from a registry package or the hub),
+    and the ``source`` of a conversion manifest (for a local file: its path and sha256 only)."""
+
+    file: str  # as configured: the file's name in the package or repository, or a local path
+    sha256: str  # the file's, checked against the pinned one
+    bytes: int
+    # from a package
+    package: str  # name==version
+    wheel: str  # the wheel's file name
+    wheel_sha256: str
+    member: str  # the file's path inside the wheel
+    # from the hub
+    repo: str
+    revision: str
+    resolved_revision: str
+
+
+class GgufFacts(TypedDict):
+    """What a GGUF file says of itself (calmix.models.gguf.gguf_metadata)."""
+
+    architecture: str | None
+    name: str | None
+    tensors: int
+    tensor_types: list[str]  # quantization types of its tensors (Q4_1, Q8_0, F32, ...)
+
+
+class ConversionSummary(TypedDict):
+    """What calmix.models.gguf.convert_gguf returns."""
+
+    gguf: GgufFacts
+    model_type: str
+    num_layers: int
+    parameters: int
+    vocab_size: int
+    chat_template: bool  # the tokenizer carries a chat template
+    converted_by: dict[str, str]  # versions of transformers and gguf
+
+
+class ConversionManifest(ConversionSummary):
+    """results/models/{model}/conversion.json: scripts/convert_gguf.py (a GGUF file dequantized to safetensors)."""
+
+    source: GgufFetchManifest
+    weights_sha256: WeightsSha256
+
+
 class TaskDataset(TypedDict):
     """Where one lm-eval leaf task's data comes from, in a task-data manifest's ``leaves``."""
 
@@ -325,7 +376,7 @@ class PruneReport(PruneModelReport):
 
 
 #: A checkpoint's manifest (calmix.core.integrity.CHECKPOINT_MANIFESTS).
-CheckpointManifest = Union[TrainingManifest, PruneReport]
+CheckpointManifest = Union[TrainingManifest, ConversionManifest, PruneReport]
 
 
 # --------------------------------------------------------------------------------------------

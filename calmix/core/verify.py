@@ -35,12 +35,13 @@ DATA_FILES = (
     ("shards", "*/*/*.parquet"),
     ("pools", "*/*/*.parquet"),
 )
-#: Checkpoint folders and the manifest each must have: (folder under results/, pattern, manifest).
+#: Checkpoint folders and the manifests one of which each must have: (folder under results/, pattern, manifests).
 CHECKPOINTS = (
-    ("models", "*", "training.json"),  # the world model (a hub model is results/models/<name>.json: not a folder)
-    ("pruned", "*/*/*/*/*", "prune_report.json"),
+    # the world model, a converted GGUF file (a hub model is results/models/<name>.json: not a folder)
+    ("models", "*", ("training.json", "conversion.json")),
+    ("pruned", "*/*/*/*/*", ("prune_report.json",)),
 )
-assert {m for _, _, m in CHECKPOINTS} == set(CHECKPOINT_MANIFESTS)
+assert {m for _, _, names in CHECKPOINTS for m in names} == set(CHECKPOINT_MANIFESTS)
 
 CONFIG_HINT = "[--configfile <your study's config>]"
 
@@ -101,12 +102,13 @@ def _data_files(results: Path) -> Iterator[Expected | Problem]:
 
 
 def _checkpoints(results: Path) -> Iterator[Expected | Problem]:
-    for folder, pattern, name in CHECKPOINTS:
+    for folder, pattern, names in CHECKPOINTS:
         for checkpoint in _visible(p for p in (results / folder).glob(pattern) if p.is_dir()):
-            manifest = checkpoint / name
-            if not manifest.is_file():
-                yield Problem(checkpoint, f"no {name}, so its weights cannot be checked (deleted?)", checkpoint)
+            manifest = next((checkpoint / n for n in names if (checkpoint / n).is_file()), None)
+            if manifest is None:
+                yield Problem(checkpoint, f"no {' or '.join(names)}, so its weights cannot be checked (deleted?)", checkpoint)
                 continue
+            name = manifest.name
             record, problem = _manifest(manifest, checkpoint, "weights_sha256")
             if problem:
                 yield problem

@@ -141,3 +141,21 @@ def download_model(repo: str, revision: str) -> tuple[Path, str]:
             ) from e
     folder = Path(folder)
     return folder, folder.name  # snapshot folders are named by the commit sha
+
+
+def download_file(repo: str, filename: str, revision: str) -> tuple[Path, str]:
+    """One file of a model repository (a GGUF file) into the Hugging Face cache; returns (path, commit sha)."""
+    from huggingface_hub import hf_hub_download
+
+    reason = unreachable_reason()
+    with offline(reason is not None):
+        try:
+            path = Path(hf_hub_download(repo, filename, revision=revision, local_files_only=reason is not None))
+        except Exception as e:
+            if reason is None:
+                raise
+            raise HubUnreachable(
+                f"{filename} of {repo!r} (revision {revision}) is not in the local Hugging Face cache and {reason}. "
+                "Run `snakemake prefetch --configfile <your config>` on a machine with network access first."
+            ) from e
+    return path, path.parent.name  # files sit in snapshots/<commit sha>/
