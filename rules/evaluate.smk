@@ -1,4 +1,22 @@
 # Evaluation with lm-eval: one job per (checkpoint, dimension); the dense model once per dimension.
+# Items of tasks whose YAML names an offline builder (HumanEval, arithmetic, held-out text) are
+# written once per task.
+
+
+rule task_items:
+    output:
+        jsonl="results/eval/items/{task}.jsonl",
+        manifest="results/eval/items/{task}.json",
+    params:
+        code=library_code("task_items.py"),
+        spec=lambda wc: items_spec(wc.task),
+        versions=items_versions,
+    conda:
+        "../envs/calmix.yaml"
+    log:
+        "logs/task_items/{task}.log",
+    script:
+        "../scripts/task_items.py"
 
 
 rule evaluate_dense:

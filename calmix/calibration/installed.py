@@ -13,7 +13,7 @@ A source names the distributions, the files (globs relative to the distribution'
 * ``conversations``: the conversations of chatterbot-corpus YAML files as chats.
 
 Held-out text is kept apart by one rule for every source and task: a document whose id hashes to
-0 mod 10 (sha256 of ``<package>/<path>[:<where>]``) is held out (``part: heldout``), every other one is
+0 mod 10 (the first 8 bytes of the sha256 of ``<package>/<path>[:<where>]``, a big-endian integer) is held out (``part: heldout``), every other one is
 calibration text (``part: calibration``, the default). Documents are ordered by the same hash, so
 ``max_docs`` takes a spread over the files, not the first directory. The provenance records each
 distribution's version and every read file's sha256.
@@ -184,8 +184,12 @@ def _docstrings(text: str, file_id: str) -> Iterator[dict]:
 
 
 def _strings(text: str, file_id: str) -> Iterator[dict]:
-    for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip():
+    tree = ast.parse(text)
+    # the literal pieces of an f-string carry the f-string's position, so they would share its id
+    in_fstrings = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip()
+                and id(node) not in in_fstrings):
             yield {"id": f"{file_id}:{node.lineno}:{node.col_offset}", "text": node.value.strip()}
 
 

@@ -222,6 +222,13 @@ def _check_gguf(where: str, spec: dict, workdir: Path) -> None:
     if origin == "package" and "path" in spec:
         raise ConfigError(f"config key '{where}.path': a GGUF file comes from a package or a hub repository, not both; "
                           "drop 'path' (the repository) or 'package'")
+    if origin == "package":
+        from calmix.fetch.packages import split_pin
+
+        try:
+            split_pin(spec["package"])
+        except ValueError as e:
+            raise ConfigError(f"config key '{where}.package': {e}") from None
     if origin == "hub" and "revision" not in spec:
         raise ConfigError(f"config key '{where}.revision': required for GGUF file {spec['file']!r} of hub repository "
                           f"{spec['path']!r}: pin the commit sha")

@@ -26,16 +26,20 @@ def task_yaml(task: str, task_dir: Path) -> Path:
     return Path(task_dir) / f"{task}.yaml"
 
 
-def _declares_unsafe_code(yaml_path: Path, seen: frozenset = frozenset()) -> bool:
-    """Whether a task YAML (or one it includes) says ``unsafe_code: true``; read as plain data,
-    with ``!function`` tags left unresolved, so nothing is imported."""
+def _plain_yaml(yaml_path: Path) -> dict:
+    """A task YAML as plain data, with ``!function`` tags left unresolved, so nothing is imported."""
     import yaml
 
     class Loader(yaml.SafeLoader):
         pass
 
     Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
-    config = yaml.load(yaml_path.read_text(), Loader=Loader) or {}  # noqa: S506 (a SafeLoader)
+    return yaml.load(yaml_path.read_text(), Loader=Loader) or {}  # noqa: S506 (a SafeLoader)
+
+
+def _declares_unsafe_code(yaml_path: Path, seen: frozenset = frozenset()) -> bool:
+    """Whether a task YAML (or one it includes) says ``unsafe_code: true``."""
+    config = _plain_yaml(yaml_path)
     if config.get("unsafe_code") is True:
         return True
     includes = config.get("include") or []
@@ -46,11 +50,22 @@ def _declares_unsafe_code(yaml_path: Path, seen: frozenset = frozenset()) -> boo
     return False
 
 
+def items_spec(task: str, task_dir: Path = DEFAULT_TASK_DIR) -> dict | None:
+    """The ``metadata.calmix_items`` of a task YAML: the builder that writes its items offline
+    (calmix.evaluation.offline), or None for tasks whose data comes from elsewhere."""
+    yaml_path = task_yaml(task, task_dir)
+    if not yaml_path.is_file():
+        return None
+    return (_plain_yaml(yaml_path).get("metadata") or {}).get("calmix_items")
+
+
 def executes_code(task: str, task_dir: Path = DEFAULT_TASK_DIR) -> bool:
     """Whether an lm-eval task runs the code the model writes (needs evaluation.allow_code_execution):
-    one of lm-eval's code families, or a task of ``task_dir`` whose YAML says ``unsafe_code: true``."""
+    a task of ``task_dir`` whose YAML says ``unsafe_code: true``, or one of lm-eval's code families."""
     yaml_path = task_yaml(task, task_dir)
-    return task.startswith(CODE_EXECUTING_TASKS) or (yaml_path.is_file() and _declares_unsafe_code(yaml_path))
+    if yaml_path.is_file():
+        return _declares_unsafe_code(yaml_path)
+    return task.startswith(CODE_EXECUTING_TASKS)
 
 
 def _absolute_data_files(value: Any, data_root: Path) -> Any:

