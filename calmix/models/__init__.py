@@ -1,3 +1,4 @@
 """Dense and pruned checkpoints as every model-reading rule loads them (tokenize, metrics,
-generate_pool, prune, evaluate): the model loader, pruning-target labels and the tokenizer.
+generate_pool, prune, evaluate), and GGUF files made checkpoints (convert_gguf): the model loader,
+pruning-target labels and the tokenizer.
 """
