@@ -37,7 +37,7 @@ def test_items_spec_is_the_yamls_calmix_items():
 def test_every_shipped_builder_spec_names_a_known_builder():
     specs = {p.stem: items_spec(p.stem) for p in DEFAULT_TASK_DIR.glob("*.yaml")}
     named = {task: spec["builder"] for task, spec in specs.items() if spec}
-    assert set(named) == {"humaneval_choice", "humaneval_exec", "arithmetic_2da_local", "arithmetic_2ds_local",
+    assert set(named) == {"humaneval_choice", "humaneval_exec", "arithmetic_1da_local", "arithmetic_2da_local", "arithmetic_2ds_local",
                           "heldout_prose", "heldout_code", "heldout_math", "hellaswag_local", "piqa_local", "arc_easy_local"}
     assert set(named.values()) <= set(BUILDERS)
 

@@ -39,7 +39,7 @@ def test_the_real_study_writes_its_typed_records(real_run):
     check(json.loads((results / "downloads" / f"{MODEL}.json").read_text()), records.GgufFetchManifest)
     check(json.loads((results / "models" / MODEL / "conversion.json").read_text()), records.ConversionManifest)
     manifests = sorted((results / "eval" / "items").glob("*.json"))
-    assert [p.stem for p in manifests] == ["arithmetic_2da_local", "heldout_prose", "humaneval_choice"]
+    assert [p.stem for p in manifests] == ["arithmetic_1da_local", "heldout_prose", "humaneval_choice"]
     for path in manifests:
         check(json.loads(path.read_text()), records.TaskItemsManifest)
     corpus = json.loads((results / "corpora" / "conversations.json").read_text())

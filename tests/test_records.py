@@ -37,7 +37,7 @@ PRUNING = {"skip": [], "blocksize": 128, "percdamp": 0.01, "wanda_variant": "cum
 #: (pruned-set label, target, calibration set): damping and OWL's profile, cumulative Wanda's alpha, N:M data-free.
 PRUNED = [("sparsegpt-owl", "0.5", "web"), ("wanda", "0.5", "web"), ("magnitude", "2of4", "none")]
 #: Keys no tiny run writes: a group task's subtasks need an lm-eval group (built-in ones come from the hub).
-NOT_EXERCISED = {"TaskSummary": {"subtasks"}}
+NOT_EXERCISED = {"TaskSummary": {"subtasks"}, "CorpusManifest": {"packages", "unreadable"}}  # installed: test_real_model
 #: Records no world study writes (GGUF models, offline task items): tests/test_real_model.py checks them.
 REAL_MODEL_RECORDS = ("GgufFetchManifest", "GgufFacts", "ConversionManifest", "TaskItemsManifest")
 
