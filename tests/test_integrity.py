@@ -266,7 +266,7 @@ PRUNED = "results/pruned/world/wanda/0.5/web/seed0"
     (lambda r: (r / "pruned/world/wanda/0.5/web/seed0/prune_report.json").unlink(),
      f"{PRUNED}: no prune_report.json, so its weights cannot be checked (deleted?); rebuild it: snakemake --forcerun {PRUNED} {HINT}"),
     (lambda r: (r / "models/world/training.json").unlink(),
-     f"results/models/world: no training.json, so its weights cannot be checked (deleted?); "
+     f"results/models/world: no training.json or conversion.json, so its weights cannot be checked (deleted?); "
      f"rebuild it: snakemake --forcerun results/models/world {HINT}"),
     (lambda r: (r / "models/world/model.safetensors").unlink(),
      "results/models/world/model.safetensors: missing (recorded in training.json); rebuild it: snakemake --forcerun results/models/world"),
