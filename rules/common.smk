@@ -11,7 +11,7 @@ from calmix.config.kinds import gguf_origin
 from calmix.calibration.corpora import KIND_MODULES, local_files
 from calmix.calibration.installed import package_version
 from calmix.calibration import builders
-from calmix.pruning import registry, targets
+from calmix.pruning import plan, registry, targets
 
 RESOURCES = Path(workflow.basedir) / "resources"
 SCRIPTS = Path(workflow.basedir) / "scripts"
@@ -40,8 +40,6 @@ MIXES = [name for name in BUILDERS if name not in SELF_GENERATED]
 CALIBS = SOURCES + list(BUILDERS)  # every calibration set: single sources, then built sets
 BASELINE = config["report"]["baseline"] or SOURCES[0]  # the study's default (C4-like) source
 SEEDS = config["calibration"]["seeds"]
-# Pruned sets by label: every method with every sparsity profile ('wanda', 'wanda-owl').
-METHODS = [registry.label(m, p) for m in config["pruning"]["methods"] for p in config["pruning"]["profiles"]]
 DEVICE = config["device"]
 GPU = int(DEVICE == "cuda")
 DIMENSIONS = list(config["evaluation"]["dimensions"])
@@ -218,25 +216,14 @@ def one_of(names):
     return "|".join(map(re.escape, names)) or "(?!)"
 
 
-TARGETS = targets.path_labels(config["pruning"]["sparsities"], config["pruning"]["structures"])
-
-
-def targets_of(method):
-    """A pruned set's targets: a non-uniform sparsity profile spreads unstructured targets only."""
-    if registry.parse_label(method)[1].module is None:
-        return TARGETS
-    return [t for t in TARGETS if not targets.is_n_m(t)]
+# Every checkpoint the study prunes: pruning's settings on every set and seed, pruning.compare's on a few.
+CHECKPOINTS = plan.checkpoints(config["pruning"], CALIBS, SEEDS, BASELINE)
+# The settings pruned with every calibration set, (method, target as tables show it): the correlations' settings.
+SWEPT = [[method, targets.display(target)] for method, target in plan.settings(config["pruning"])]
 
 
 def data_free(method):
     return registry.parse_label(method)[0].data_free
-
-
-def calibrations(method):
-    """(calibration set, seed) pairs a method is pruned with; data-free methods get one, 'none'."""
-    if data_free(method):
-        return [("none", 0)]
-    return [(calib, seed) for calib in CALIBS for seed in SEEDS]
 
 
 def pruning_inputs(wildcards):
@@ -253,11 +240,9 @@ def method_options(wildcards):
 
 def pruned_evals():
     return [
-        f"results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.json"
+        f"results/eval/{model}/{c.method}/{c.target}/{c.calib}/seed{c.seed}/{dimension}.json"
         for model in MODELS
-        for method in METHODS
-        for target in targets_of(method)
-        for calib, seed in calibrations(method)
+        for c in CHECKPOINTS
         for dimension in DIMENSIONS
     ]
 

@@ -70,6 +70,7 @@ rule correlations:
     params:
         code=library_code("correlations.py"),
         single_sources=SOURCES,
+        swept=SWEPT,
         bootstrap=config["report"]["bootstrap"],
     conda:
         "../envs/calmix.yaml"

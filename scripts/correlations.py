@@ -15,6 +15,7 @@ corr = correlation_table(
     pd.read_parquet(snakemake.input.retention),
     calibs=snakemake.params.single_sources,
     boot=Bootstrap(**snakemake.params.bootstrap),
+    settings={tuple(s) for s in snakemake.params.swept},
 )
 write_table(corr, snakemake.output.csv.removesuffix(".csv"))
 logging.info("%d correlations over %d sources; %d with q < 0.05", len(corr), len(snakemake.params.single_sources),

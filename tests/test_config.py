@@ -15,7 +15,7 @@ from calmix.config import ConfigError, read_config_file, read_config_files, vali
 from calmix.config.checks import llama_linear_names
 from calmix.config.kinds import KEYS_BY_KIND, LLAMA_LIKE
 from calmix.config.schema import PATTERN_WORDS, SCHEMA_PATH
-from calmix.pruning import registry
+from calmix.pruning import plan, registry
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -200,6 +200,13 @@ BAD = [
     ({"pruning__profiles": ["owl"], "pruning__sparsities": [0.9], "pruning__owl_lmbda": 0.2}, "pruning.owl_lmbda", "use less than 0.1"),
     ({"pruning__profiles": ["owl", "OWL"]}, "pruning.profiles[1]", "is not one of: uniform, owl"),
     ({"pruning__owl_m": 0}, "pruning.owl_m", "0 must be > 0"),
+    ({"pruning__compare": [{"calibrations": ["nope"]}]}, "pruning.compare[0].calibrations[0]", "'nope' is not a calibration source or builder"),
+    ({"pruning__compare": [{}, {"seeds": [7]}]}, "pruning.compare[1].seeds[0]", "7 is not one of calibration.seeds [0]"),
+    ({"pruning__compare": [{"profiles": ["owl"], "structures": ["2:4"]}]}, "pruning.compare[0].profiles", "pruning.compare[0].structures has no 'unstructured'"),
+    ({"pruning__compare": [{"structures": ["2:4"]}], "pruning__blocksize": 126}, "pruning.blocksize", "126 is not a multiple of 4, which structure '2:4' needs"),
+    ({"pruning__compare": [{"methods": ["obc"]}]}, "pruning.compare[0].methods[0]", "'obc' is not one of: sparsegpt, wanda, magnitude"),
+    ({"pruning__compare": [{"seed": [0]}]}, "pruning.compare[0].seed", "unknown key (did you mean 'seeds'?)"),
+    ({"pruning__compare": {"methods": ["wanda"]}}, "pruning.compare", "YAML read a mapping here; write a list"),
     # --- 4. keys the kind does not read
     *[
         ({"calibration__sources": {"x": world(**{key: value})}}, f"calibration.sources.x.{key}",
@@ -368,6 +375,9 @@ def test_the_registries_and_the_schema_agree():
     pruning = schema["pruning"]["properties"]
     assert pruning["methods"]["items"]["enum"] == list(registry.METHODS)
     assert pruning["profiles"]["items"]["enum"] == list(registry.PROFILES)
+    compare = pruning["compare"]["items"]["properties"]
+    for key in plan.GRID_KEYS:  # the compare grid offers what the main block offers
+        assert compare[key]["items"] == pruning[key]["items"]
     knobs = registry.SHARED_KNOBS + registry.DATA_KNOBS
     knobs += tuple(k for r in [*registry.METHODS.values(), *registry.PROFILES.values()] for k in r.knobs)
     assert {k.key for k in knobs} <= set(pruning)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -70,7 +71,7 @@ def _seed_draws(metrics: pd.DataFrame, retention: pd.DataFrame, key: tuple, used
 
 def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
                       calibs: list[str] | None = None, *, value: str = "retention",
-                      boot: Bootstrap = Bootstrap()) -> pd.DataFrame:
+                      boot: Bootstrap = Bootstrap(), settings: Collection[tuple[str, str]] | None = None) -> pd.DataFrame:
     """Spearman rho between every OIT metric and every dimension's (and total) retention
     (docs/definitions.md#spearman-correlation).
 
@@ -81,6 +82,8 @@ def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
     single sources, leaving out mixes and self-generated sets); a listed calib absent from either
     table is a ValueError. With ``calibs=None`` every calib present in both tables is used.
     Pairs with NaN are dropped (``n`` counts the sets used); n < 3 or constant input gives NaN rho.
+    ``settings`` (method, target as tables show it) restricts the correlations to the settings pruned
+    with every set (a pruning.compare grid's settings hold only a few: calmix.pruning.plan).
 
     Columns: model, method, target, metric, dimension, rho, rho_low and rho_high (bootstrap over
     seeds; NaN when no set has two seeds), p, p_method ("exact", "t" or "none"; see
@@ -107,6 +110,8 @@ def correlation_table(metrics: pd.DataFrame, retention: pd.DataFrame,
     rows = []
     for key, block in r_mean.groupby(level=GROUP, sort=False, dropna=False):
         model = key[0]
+        if settings is not None and (key[1], str(key[2])) not in settings:
+            continue
         block = block.droplevel(GROUP)
         have_metrics = (m_mean.loc[model].index if model in m_mean.index.get_level_values(0)
                         else pd.Index([]))

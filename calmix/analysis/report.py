@@ -125,6 +125,22 @@ def _glance(settings: pd.DataFrame, tables: dict[tuple, pd.DataFrame]) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+def _same_data(tables: dict[tuple, pd.DataFrame], calib: str) -> pd.DataFrame:
+    """One row per (model, method, target) calibrated on ``calib`` (a data-free method on 'none'):
+    the methods side by side on the same data, which the means over sets are not when settings were
+    pruned with different sets (pruning.compare)."""
+    rows = []
+    for key, table in tables.items():
+        on = calib if calib in table.index else "none" if "none" in table.index else None
+        if on is None:
+            continue
+        row = {"setting": group_title(key), "calib": on}
+        row.update({col: _pct_interval(table.at[on, ("mean", col)], table.at[on, ("low", col)], table.at[on, ("high", col)])
+                    for col in table["mean"].columns})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _best_worst(table: pd.DataFrame) -> pd.DataFrame:
     """Best and worst set per dimension (and total), with intervals, and the spread in points."""
     rows = []
@@ -235,6 +251,11 @@ def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.
                 "Retention (%) per pruning setting: mean over calibration sets (each the mean over its "
                 "seeds) [95% interval], and the best and worst set by total retention.", "",
                 _to_markdown(_glance(settings, plain)), ""]
+        same = _same_data(plain, baseline) if baseline is not None else pd.DataFrame()
+        if len(same) > 1:
+            out += [f"### Methods on the same calibration data ({baseline})", "",
+                    f"Retention (%) of each setting calibrated on {baseline} (a data-free method on none), mean "
+                    "over seeds [95% interval over seeds and items].", "", _to_markdown(same), ""]
     seeds = summary[summary["level"] == TOTAL].set_index([*GROUP, "calib"])["seeds"]
     corr_groups = {k: g for k, g in corr.groupby(GROUP, sort=False, dropna=False)}
     for key, table in plain.items():

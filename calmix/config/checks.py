@@ -14,7 +14,7 @@ from calmix.calibration import builders
 from calmix.config.files import ConfigError
 from calmix.config.kinds import KEYS_BY_KIND, LLAMA_LIKE, gguf_origin
 from calmix.config.schema import SCHEMA_PATH
-from calmix.pruning import registry
+from calmix.pruning import plan, registry
 
 TASK_DIR = SCHEMA_PATH.parent / "lm_eval_tasks"
 
@@ -276,9 +276,20 @@ def _check_context(config: dict, facts: dict) -> None:
             )
 
 
+def _pruning_grids(config: dict) -> list[tuple[str, dict]]:
+    """(config key, block) of each grid of pruning settings: pruning, and each pruning.compare grid as a
+    whole block (calmix.pruning.plan fills in what it does not set)."""
+    grids = [(f"pruning.compare[{i}]", grid) for i, grid in enumerate(plan.compare_grids(config["pruning"]))]
+    return [("pruning", config["pruning"]), *grids]
+
+
 def _check_structures(config: dict, facts: dict) -> None:
     """N:M groups run along the inputs: every in_features, and SparseGPT's blocksize, a multiple of M."""
-    pruning = config["pruning"]
+    for _, pruning in _pruning_grids(config):
+        _check_block_structures(pruning, facts)
+
+
+def _check_block_structures(pruning: dict, facts: dict) -> None:
     for structure in pruning["structures"]:
         if structure == "unstructured":
             continue
@@ -300,17 +311,33 @@ def _check_structures(config: dict, facts: dict) -> None:
 
 def _check_profiles(config: dict) -> None:
     """A non-uniform profile spreads unstructured targets, and each profile's own limits (registry)."""
-    pruning = config["pruning"]
-    for name in pruning["profiles"]:
-        profile = registry.PROFILES[name]
-        if profile.module and "unstructured" not in pruning["structures"]:
-            raise ConfigError(
-                f"config key 'pruning.profiles': {name!r} spreads unstructured targets over the layers, but "
-                "pruning.structures has no 'unstructured' (N:M is the same in every layer); add it or drop the profile"
-            )
-        problem = profile.problem(pruning)
-        if problem:
-            raise ConfigError(problem)
+    for where, pruning in _pruning_grids(config):
+        for name in pruning["profiles"]:
+            profile = registry.PROFILES[name]
+            if profile.module and "unstructured" not in pruning["structures"]:
+                raise ConfigError(
+                    f"config key '{where}.profiles': {name!r} spreads unstructured targets over the layers, but "
+                    f"{where}.structures has no 'unstructured' (N:M is the same in every layer); add it or drop the profile"
+                )
+            problem = profile.problem(pruning)
+            if problem:
+                raise ConfigError(problem)
+
+
+def _check_compare(config: dict) -> None:
+    """pruning.compare grids name calibration sets and seeds the study has."""
+    calibration = config["calibration"]
+    calibs = [*calibration["sources"], *calibration["builders"]]
+    for g, grid in enumerate(config["pruning"].get("compare", [])):
+        where = f"pruning.compare[{g}]"
+        for i, calib in enumerate(grid.get("calibrations", [])):
+            if calib not in calibs:
+                raise ConfigError(f"config key '{where}.calibrations[{i}]': {calib!r} is not a calibration source "
+                                  f"or builder. Choose from: {', '.join(calibs)}")
+        for i, seed in enumerate(grid.get("seeds", [])):
+            if seed not in calibration["seeds"]:
+                raise ConfigError(f"config key '{where}.seeds[{i}]': {seed} is not one of calibration.seeds "
+                                  f"{calibration['seeds']}; add it there or pick one of them")
 
 
 def _check_skip(config: dict, facts: dict) -> None:
@@ -416,6 +443,7 @@ def check_semantics(config: dict, workdir: Path) -> None:
     _check_context(config, facts)
     _check_structures(config, facts)
     _check_profiles(config)
+    _check_compare(config)
     _check_skip(config, facts)
     _check_metrics(config)
     _check_dimensions(config)
