@@ -163,12 +163,14 @@ def builtin_tasks(dimension):
 def harness(dimension):
     """The lm-eval settings of one dimension's evaluation jobs (keyword arguments of
     calmix.evaluation.harness.evaluate): HARNESS with this dimension's own limit, and its shots and metric
-    choices only when set, so that editing one dimension reruns only its evaluations and studies
+    choices and per-task limits only when set, so that editing one dimension reruns only its evaluations and studies
     that set none of them keep their params."""
     spec = config["evaluation"]["dimensions"][dimension]
     settings = dict(HARNESS)
     if "limit" in spec:
         settings["limit"] = spec["limit"]
+    if spec.get("task_limits"):
+        settings["task_limits"] = spec["task_limits"]
     if spec.get("num_fewshot", 0):
         settings["num_fewshot"] = spec["num_fewshot"]
     if spec.get("metric"):

@@ -200,6 +200,8 @@ BAD = [
     ({"pruning__profiles": ["owl"], "pruning__sparsities": [0.9], "pruning__owl_lmbda": 0.2}, "pruning.owl_lmbda", "use less than 0.1"),
     ({"pruning__profiles": ["owl", "OWL"]}, "pruning.profiles[1]", "is not one of: uniform, owl"),
     ({"pruning__owl_m": 0}, "pruning.owl_m", "0 must be > 0"),
+    ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "task_limits": {"world_math": 5}}}}, "evaluation.dimensions.g.task_limits.world_math", "'world_math' is not a task of this dimension. Its tasks: world_general"),
+    ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "task_limits": {"world_general": 0}}}}, "evaluation.dimensions.g.task_limits.world_general", "0 must be >= 1"),
     ({"pruning__compare": [{"calibrations": ["nope"]}]}, "pruning.compare[0].calibrations[0]", "'nope' is not a calibration source or builder"),
     ({"pruning__compare": [{}, {"seeds": [7]}]}, "pruning.compare[1].seeds[0]", "7 is not one of calibration.seeds [0]"),
     ({"pruning__compare": [{"profiles": ["owl"], "structures": ["2:4"]}]}, "pruning.compare[0].profiles", "pruning.compare[0].structures has no 'unstructured'"),

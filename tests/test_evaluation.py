@@ -278,6 +278,19 @@ def test_evaluate_is_deterministic_and_respects_limit(world, tiny_result):
     assert limited["settings"]["limit"] == 5
 
 
+def test_task_limits_cap_each_task_as_its_own_limit_would(world):
+    """A per-task cap gives each task exactly the items and scores a run with that limit gives it."""
+    both = evaluate(world["model"], ["world_general", "world_math"], task_dir=TASK_DIR, data_root=world["root"],
+                    batch_size=8, limit=6, task_limits={"world_math": 3})
+    for task, cap in (("world_general", 6), ("world_math", 3)):
+        alone = evaluate(world["model"], [task], task_dir=TASK_DIR, data_root=world["root"], batch_size=8, limit=cap)
+        assert both["tasks"][task] == alone["tasks"][task] and both["tasks"][task]["n"] == cap
+        assert [i for i in both["items"] if i["task"] == task] == alone["items"]
+    assert both["settings"]["task_limits"] == {"world_math": 3}
+    with pytest.raises(TaskConfigError, match="world_code"):
+        evaluate(world["model"], ["world_math"], task_dir=TASK_DIR, data_root=world["root"], task_limits={"world_code": 2})
+
+
 def test_evaluate_independent_of_cwd(world, tmp_path, monkeypatch):
     """Relative data_files must not be resolved against the working directory."""
     monkeypatch.chdir(tmp_path)  # no results/ here

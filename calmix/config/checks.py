@@ -411,12 +411,13 @@ def _check_dimensions(config: dict) -> None:
                     f"world.eval_items = {items} items and draws each item's shots from the other {pool}; lower "
                     f"num_fewshot to at most {pool} or raise world.eval_items"
                 )
-        for task in spec["metric"]:
-            if task not in spec["tasks"]:
-                raise ConfigError(
-                    f"config key '{where}.metric.{task}': {task!r} is not a task of this "
-                    f"dimension. Its tasks: {', '.join(spec['tasks'])}"
-                )
+        for key in ("metric", "task_limits"):
+            for task in spec.get(key, {}):
+                if task not in spec["tasks"]:
+                    raise ConfigError(
+                        f"config key '{where}.{key}.{task}': {task!r} is not a task of this "
+                        f"dimension. Its tasks: {', '.join(spec['tasks'])}"
+                    )
 
 
 def _check_metrics(config: dict) -> None:

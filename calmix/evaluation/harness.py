@@ -73,6 +73,7 @@ def evaluate(
     data_root: Path,
     batch_size: int = 32,
     limit: int | None = None,
+    task_limits: dict[str, int] | None = None,
     seed: int = 1234,
     device: str = "cpu",
     dtype: str = "float32",
@@ -85,7 +86,9 @@ def evaluate(
     """Score one model on each task with fixed seeds; JSON-serialisable result.
 
     ``num_fewshot`` shots go before every item of every task (also where a task's YAML says
-    otherwise), drawn with ``seed``; ``limit`` caps the items per task; ``metric`` maps a task
+    otherwise), drawn with ``seed``; ``limit`` caps the items per task, ``task_limits`` per named task
+    (the first items, as ``limit`` takes them: a long-document task and a multiple-choice task in
+    one dimension need different counts for the same cost); ``metric`` maps a task
     to the "metric,filter" key that stands for it instead of :func:`_primary_metric`. A key the
     task does not report is an error naming ``dimension`` (the config dimension, for messages).
 
@@ -99,7 +102,9 @@ def evaluate(
     """
     if not tasks:
         raise ValueError("evaluate: no tasks given")
-    metric = dict(metric or {})
+    metric, task_limits = dict(metric or {}), dict(task_limits or {})
+    if set(task_limits) - set(tasks):
+        raise TaskConfigError(f"task_limits for {sorted(set(task_limits) - set(tasks))} name no task of {tasks}")
     if set(metric) - set(tasks):
         raise MetricError(
             f"{f'dimension {dimension!r}: ' if dimension else ''}metric overrides for {sorted(set(metric) - set(tasks))} "
@@ -163,6 +168,13 @@ def evaluate(
             # simple_evaluate leaves a YAML's "num_fewshot: 0" alone; the dimension's setting wins here
             obj.set_config(key="num_fewshot", value=num_fewshot)
 
+    caps = {name: task_limits.get(name, limit) for name in leaves_of}
+    # lm-eval takes one limit for all tasks; its `samples` (doc indices per leaf) carries a cap per task.
+    samples = {
+        leaf: list(range(min(caps[name], len(obj.eval_docs))))
+        for name, leaves in leaves_of.items() for leaf, obj in leaves.items() if caps[name] is not None
+    } if task_limits else None
+
     verify_checkpoint(model_path, model_manifest)
     lm = HFLM(pretrained=model_path_str, device=device, batch_size=batch_size, dtype=dtype)
     with _code_execution_allowed(bool(unsafe)):
@@ -171,7 +183,8 @@ def evaluate(
             tasks=objects,
             task_manager=task_manager,
             num_fewshot=num_fewshot,
-            limit=limit,
+            limit=None if samples else limit,
+            samples=samples,
             log_samples=True,
             random_seed=seed,
             numpy_random_seed=seed,
@@ -186,7 +199,7 @@ def evaluate(
     items: list[dict] = []
     for name, leaves in leaves_of.items():
         leaf_summaries = {
-            t: leaf_summary(t, obj, results, limit, metric.get(name), dimension, name) for t, obj in leaves.items()
+            t: leaf_summary(t, obj, results, caps[name], metric.get(name), dimension, name) for t, obj in leaves.items()
         }
         task_items = []
         for leaf, s in leaf_summaries.items():
@@ -209,6 +222,7 @@ def evaluate(
             "model_path": model_path_str,
             "batch_size": batch_size,
             "limit": limit,
+            **({"task_limits": task_limits} if task_limits else {}),
             "seed": seed,
             "dtype": dtype,
             "device": device,
