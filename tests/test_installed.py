@@ -355,3 +355,6 @@ def test_config_check_reads_globs_of_any_named_package(fakepkg, tmp_path):
     validate_config(_tiny_with(source), workdir=tmp_path)  # each glob matches a file of one of the packages
     with pytest.raises(ConfigError, match=r"^config key 'calibration.sources.x.files': 'fakepkg/\*\.rst' matches no file of python, fakepkg"):
         validate_config(_tiny_with({**source, "files": ["fakepkg/*.rst"]}), workdir=tmp_path)
+    # the corpus reads every package it is given, so each must give a file
+    with pytest.raises(ConfigError, match=r"^config key 'calibration.sources.x.packages\[1\]': no file of fakepkg matches \['json/\*.py'\]"):
+        validate_config(_tiny_with({**source, "files": ["json/*.py"]}), workdir=tmp_path)

@@ -111,7 +111,8 @@ def _check_documents(where: str, spec: dict, calibration: dict) -> None:
 
 
 def _check_installed(where: str, spec: dict) -> None:
-    """Every named distribution is installed and every file glob matches a file of one of them."""
+    """Every named distribution is installed and gives a file (the corpus reads every one it is given),
+    and every file glob matches a file of one of them."""
     from calmix.calibration.installed import InstalledSourceError, matched_files, package_version
 
     for package in spec["packages"]:
@@ -124,6 +125,12 @@ def _check_installed(where: str, spec: dict) -> None:
             raise ConfigError(
                 f"config key '{where}.files': {pattern!r} matches no file of {', '.join(spec['packages'])} "
                 "(globs are relative to the distribution's root, e.g. 'sympy/**/*.py' or '*.dist-info/METADATA')"
+            )
+    for i, package in enumerate(spec["packages"]):
+        if not matched_files(package, spec["files"])[1]:
+            raise ConfigError(
+                f"config key '{where}.packages[{i}]': no file of {package} matches {spec['files']}; "
+                "remove the package or add a glob that matches its files"
             )
 
 
