@@ -59,7 +59,7 @@ def main() -> None:
     for rule, t in sorted(times.items(), key=lambda kv: -sum(kv[1])):
         print(f"{rule:<18}{len(t):>6}{sum(t):>10.0f}{sum(t) / len(t):>9.1f}{sum(t) / total:>8.1%}")
     wall = (stamps[-1] - stamps[0]).total_seconds() if stamps else 0.0
-    print(f"{'all':<18}{sum(map(len, times.values())):>6}{total:>10.0f}")
+    print(f"{'total':<18}{sum(map(len, times.values())):>6}{total:>10.0f}")
     if wall:
         print(f"wall {wall:.0f} s ({wall / 60:.1f} min); jobs running at once, on average: {total / wall:.2f}")
 
