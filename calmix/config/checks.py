@@ -120,14 +120,16 @@ def _check_installed(where: str, spec: dict) -> None:
             package_version(package)
         except InstalledSourceError as e:
             raise ConfigError(f"config key '{where}.packages': {e}") from None
+    # each pattern matched against each package once; both checks below read this table
+    matches = {(p, pattern): bool(matched_files(p, [pattern])[1]) for p in spec["packages"] for pattern in spec["files"]}
     for pattern in spec["files"]:
-        if not any(matched_files(package, [pattern])[1] for package in spec["packages"]):
+        if not any(matches[p, pattern] for p in spec["packages"]):
             raise ConfigError(
                 f"config key '{where}.files': {pattern!r} matches no file of {', '.join(spec['packages'])} "
                 "(globs are relative to the distribution's root, e.g. 'sympy/**/*.py' or '*.dist-info/METADATA')"
             )
     for i, package in enumerate(spec["packages"]):
-        if not matched_files(package, spec["files"])[1]:
+        if not any(matches[package, pattern] for pattern in spec["files"]):
             raise ConfigError(
                 f"config key '{where}.packages[{i}]': no file of {package} matches {spec['files']}; "
                 "remove the package or add a glob that matches its files"

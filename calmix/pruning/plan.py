@@ -4,7 +4,7 @@ plus the optional ``pruning.compare`` grids, each with only a few sets.
 Why a second grid: the study's question (which data keeps which capability) needs every calibration
 set at one or two settings, while the methods' question (SparseGPT against Wanda, OWL, 2:4, 60%)
 needs every setting on one or two sets. Their product is what a study cannot afford on a real model
-(14 sets x 2 seeds x 10 settings = 280 prunes). Pure Python: the workflow reads it while it parses.
+(16 sets x 2 seeds x 10 settings = 320 prunes). Pure Python: the workflow reads it while it parses.
 """
 
 from __future__ import annotations
