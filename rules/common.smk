@@ -204,13 +204,25 @@ def items_versions(wildcards):
     return {p: package_version(p) for p in packages}
 
 
-def task_data(dimension):
-    """What this dimension's evaluation reads: the world's held-out items, items built offline, or
-    the fetched task data."""
+def task_data(dimension=None):
+    """What a dimension's evaluation reads (every dimension's, without one): the world's held-out
+    items, items built offline, or the fetched task data."""
+    if dimension is None:
+        return sorted({path for d in DIMENSIONS for path in task_data(d)})
     tasks = config["evaluation"]["dimensions"][dimension]["tasks"]
     data = [f"results/world/eval/{t}.jsonl" for t in tasks if t.startswith("world_")]
     data += [f"results/eval/items/{t}.jsonl" for t in tasks if items_spec(t)]
     return data + ([f"results/eval/data/{dimension}.json"] if builtin_tasks(dimension) else [])
+
+
+def evaluation_spec(dimension):
+    """Everything one dimension's scores depend on besides the checkpoint and its data files: what
+    its evaluation key is made of (calmix.evaluation.checkpoint), so editing it rescores it alone."""
+    return {
+        "tasks": config["evaluation"]["dimensions"][dimension]["tasks"],
+        "harness": harness(dimension),
+        "task_definitions": task_definitions(dimension),
+    }
 
 
 def one_of(names):
@@ -222,6 +234,18 @@ def one_of(names):
 CHECKPOINTS = plan.checkpoints(config["pruning"], CALIBS, SEEDS, BASELINE)
 # The settings pruned with every calibration set, (method, target as tables show it): the correlations' settings.
 SWEPT = [[method, targets.display(target)] for method, target in plan.settings(config["pruning"])]
+
+
+# Temporary checkpoints (pruning.keep_checkpoints): removed once evaluated, pruned again when a rerun needs one.
+KEEP_CHECKPOINTS = plan.keeps_checkpoints(config["pruning"], config["models"])
+
+
+def checkpoint_output(path):
+    return directory(path) if KEEP_CHECKPOINTS else temp(directory(path))
+
+
+def prune_reports():
+    return [f"results/prune_reports/{model}/{c.method}/{c.target}/{c.calib}/seed{c.seed}.json" for model in MODELS for c in CHECKPOINTS]
 
 
 def data_free(method):

@@ -1,4 +1,6 @@
-# Evaluation with lm-eval: one job per (checkpoint, dimension); the dense model once per dimension.
+# Evaluation with lm-eval: one job per checkpoint (the dense model, each pruned one) scoring every
+# dimension in one process; each dimension keeps its own record and is rescored only when its
+# evaluation key changes (calmix.evaluation.checkpoint), hence update(): Snakemake leaves the records.
 # Items of tasks whose YAML names an offline builder (HumanEval, arithmetic, held-out text) are
 # written once per task.
 
@@ -22,18 +24,17 @@ rule task_items:
 rule evaluate_dense:
     input:
         model=lambda wc: model_dir(wc.model),
-        data=lambda wc: task_data(wc.dimension),
+        data=lambda wc: task_data(),
     output:
-        scores="results/eval/{model}/dense/{dimension}.json",
-        per_item="results/eval/{model}/dense/{dimension}.items.parquet",
+        scores=update(expand("results/eval/{{model}}/dense/{dimension}.json", dimension=DIMENSIONS)),
+        per_item=update(expand("results/eval/{{model}}/dense/{dimension}.items.parquet", dimension=DIMENSIONS)),
     params:
         code=library_code("evaluate.py"),
-        tasks=lambda wc: config["evaluation"]["dimensions"][wc.dimension]["tasks"],
-        harness=lambda wc: harness(wc.dimension),
+        dimensions=lambda wc: {d: evaluation_spec(d) for d in DIMENSIONS},
+        data={d: task_data(d) for d in DIMENSIONS},
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         model_manifest=lambda wc: required_manifest(wc.model),
         task_dir=TASK_DIR,
-        task_definitions=lambda wc: task_definitions(wc.dimension),
         device=DEVICE,
     resources:
         gpu=GPU,
@@ -41,7 +42,7 @@ rule evaluate_dense:
     conda:
         "../envs/calmix.yaml"
     log:
-        "logs/evaluate_dense/{model}/{dimension}.log",
+        "logs/evaluate_dense/{model}.log",
     script:
         "../scripts/evaluate.py"
 
@@ -49,11 +50,12 @@ rule evaluate_dense:
 use rule evaluate_dense as evaluate_pruned with:
     input:
         model="results/pruned/{model}/{method}/{target}/{calib}/seed{seed}",
-        data=lambda wc: task_data(wc.dimension),
+        data=lambda wc: task_data(),
     params:
         model_manifest="prune_report.json",  # always calmix's own checkpoint: refused without it
+    priority: 1  # before the next prune: a temporary checkpoint is removed as soon as it is evaluated
     output:
-        scores="results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.json",
-        per_item="results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.items.parquet",
+        scores=update(expand("results/eval/{{model}}/{{method}}/{{target}}/{{calib}}/seed{{seed}}/{dimension}.json", dimension=DIMENSIONS)),
+        per_item=update(expand("results/eval/{{model}}/{{method}}/{{target}}/{{calib}}/seed{{seed}}/{dimension}.items.parquet", dimension=DIMENSIONS)),
     log:
-        "logs/evaluate_pruned/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.log",
+        "logs/evaluate_pruned/{model}/{method}/{target}/{calib}/seed{seed}.log",

@@ -1,11 +1,13 @@
-# Pruning: one checkpoint per (model, method, target, calibration set, seed), verified on reload.
+# Pruning: one checkpoint per (model, method, target, calibration set, seed), verified on reload, and
+# its report kept apart: the checkpoint may be temporary (pruning.keep_checkpoints), the report stays.
 
 
 rule prune:
     input:
         unpack(pruning_inputs),
     output:
-        directory("results/pruned/{model}/{method}/{target}/{calib}/seed{seed}"),
+        checkpoint=checkpoint_output("results/pruned/{model}/{method}/{target}/{calib}/seed{seed}"),
+        report="results/prune_reports/{model}/{method}/{target}/{calib}/seed{seed}.json",
     params:
         code=lambda wc: library_code("prune.py", registry.modules(wc.method)),
         options=method_options,

@@ -8,6 +8,7 @@ rule retention:
         pruned=pruned_evals(),
         dense_items=per_items(dense_evals()),
         pruned_items=per_items(pruned_evals()),
+        prune_reports=prune_reports(),
     output:
         per_checkpoint=report(
             "results/tables/retention.csv",

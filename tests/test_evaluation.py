@@ -598,3 +598,45 @@ def test_perplexity_group_pools_its_items():
     mixed = {**leaves, "c": {**leaves["a"], "aggregation": "mean"}}
     with pytest.raises(MetricError, match="mix mean and perplexity"):
         scoring.group_summary("g", mixed, {"results": {}}, items)
+
+
+# ----------------------------------------------------------------- one job per checkpoint
+def test_a_checkpoint_job_rescores_only_the_dimensions_whose_key_changed(world, tmp_path, monkeypatch):
+    """evaluate_checkpoint: one model load for all dimensions; on a rerun, a dimension whose record
+    carries the same evaluation key is kept byte for byte (the model is not even loaded when all
+    are), one whose settings, data or record changed is scored again."""
+    from calmix.evaluation import checkpoint, harness
+
+    data = {t: [world["root"] / f"results/world/eval/{t}.jsonl"] for t in ("world_general", "world_code")}
+    outputs = {t: (tmp_path / f"{t}.json", tmp_path / f"{t}.items.parquet") for t in data}
+    loads = []
+    real_load = harness.load_lm
+    monkeypatch.setattr(harness, "load_lm", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+
+    def run(dims):
+        return checkpoint.evaluate_checkpoint(
+            world["model"], dims, outputs, data=data, identity={"model": "tiny"}, context={"code": {"x": "1"}},
+            task_dir=TASK_DIR, data_root=world["root"])
+
+    dims = {t: {"tasks": [t], "harness": {"batch_size": 8, "limit": 6}} for t in data}
+    assert run(dims) == {"world_general": "scored", "world_code": "scored"} and len(loads) == 1
+    first = {t: (p.read_bytes(), q.read_bytes()) for t, (p, q) in outputs.items()}
+    record = json.loads(outputs["world_code"][0].read_text())
+    assert record["model"] == "tiny" and record["dimension"] == "world_code" and record["tasks"]["world_code"]["n"] == 6
+    assert record["weights_sha256"] and len(record["evaluation_key"]) == 64
+
+    assert run(dims) == {"world_general": "kept", "world_code": "kept"} and len(loads) == 1  # no model load at all
+    assert {t: (p.read_bytes(), q.read_bytes()) for t, (p, q) in outputs.items()} == first
+
+    dims["world_code"]["harness"]["limit"] = 4
+    assert run(dims) == {"world_general": "kept", "world_code": "scored"}
+    assert outputs["world_general"][0].read_bytes() == first["world_general"][0]
+    assert json.loads(outputs["world_code"][0].read_text())["tasks"]["world_code"]["n"] == 4
+
+    outputs["world_general"][1].unlink()  # a lost per-item file
+    assert run(dims)["world_general"] == "scored"
+    assert outputs["world_general"][1].read_bytes() == first["world_general"][1]  # same settings, same scores
+
+    with data["world_code"][0].open("a") as f:  # the dimension's data changed
+        f.write(data["world_code"][0].read_text().splitlines()[0] + "\n")
+    assert run(dims) == {"world_general": "kept", "world_code": "scored"}

@@ -1,8 +1,10 @@
-"""Per-dimension evaluation settings reach only their own dimension's jobs (Snakemake params).
+"""Evaluation settings reach the evaluation jobs through Snakemake params.
 
-A finished study is simulated with `snakemake --touch` (which records each job's params in the
-metadata, as a real run does); dry runs of edited configs then show which evaluations would rerun
-because their params changed. Only the dense evaluations are targeted, to keep the DAG small.
+One job evaluates a checkpoint on every dimension; editing a dimension reruns that job, which
+rescores only the edited dimension (tests/test_evaluation.py: its evaluation key). A finished study
+is simulated with `snakemake --touch` (which records each job's params in the metadata, as a real
+run does); dry runs of edited configs then show which jobs would rerun because their params changed.
+Only the dense evaluation is targeted, to keep the DAG small.
 """
 
 import base64
@@ -26,8 +28,7 @@ CONFIG = {
     "calibration": {"sources": {"web": {"kind": "world", "generator": "web", "docs": 10}}},
     "evaluation": {"batch_size": 8, "dimensions": {"general": {"tasks": ["world_general"]}, "code": {"tasks": ["world_code"]}}},
 }
-# What the params of an evaluation job were before dimensions had settings of their own.
-OLD_HARNESS = "{'batch_size': 8, 'limit': None, 'seed': 1234}"
+DENSE_JOB = "evaluate_dense: results/eval/world/dense/general.json (update)"  # the job, by its first output
 
 
 def _snakemake(workdir: Path, config: dict, *args: str) -> str:
@@ -70,9 +71,9 @@ def _edited(**dims) -> dict:
     return config
 
 
-def test_studies_without_the_new_keys_keep_their_params(finished):
-    meta = finished / ".snakemake" / "metadata" / base64.b64encode(b"results/eval/world/dense/general.json").decode()
-    assert OLD_HARNESS in json.loads(meta.read_text())["params"]
+def test_spelling_out_the_defaults_reruns_nothing(finished):
+    meta = finished / ".snakemake" / "metadata" / base64.b64encode(b"results/eval/world/dense/code.json").decode()
+    assert any("'harness': {'batch_size': 8, 'limit': None, 'seed': 1234}" in p for p in json.loads(meta.read_text())["params"])
     assert _params_reruns(finished, CONFIG) == {}
     # spelling out the defaults changes nothing either
     assert _params_reruns(finished, _edited(general={"num_fewshot": 0, "metric": {}, "limit": None})) == {}
@@ -83,22 +84,23 @@ def test_studies_without_the_new_keys_keep_their_params(finished):
     [{"num_fewshot": 3}, {"limit": 10}, {"metric": {"world_code": "exact_match,strip"}}],
     ids=["num_fewshot", "limit", "metric"],
 )
-def test_editing_one_dimension_reruns_only_its_evaluation(finished, settings):
+def test_editing_one_dimension_reruns_the_checkpoint_job(finished, settings):
     planned = _params_reruns(finished, _edited(code=settings))
-    assert list(planned) == ["evaluate_dense: results/eval/world/dense/code.json"]
-    assert "Params have changed" in planned["evaluate_dense: results/eval/world/dense/code.json"]
+    assert list(planned) == [DENSE_JOB] and "Params have changed" in planned[DENSE_JOB]
 
 
 def test_the_global_limit_reaches_dimensions_without_their_own(finished):
     config = _edited(code={"limit": None})
     config["evaluation"]["limit"] = 10
-    assert list(_params_reruns(finished, config)) == ["evaluate_dense: results/eval/world/dense/general.json"]
+    assert list(_params_reruns(finished, config)) == [DENSE_JOB]
+    config["evaluation"]["dimensions"]["general"]["limit"] = None  # where every dimension has its own, nothing changes
+    assert _params_reruns(finished, config) == {}
 
 
-def test_an_optional_dimension_adds_only_its_items_and_evaluations(finished):
+def test_an_optional_dimension_adds_its_items_and_reruns_the_checkpoint_job(finished):
     out = _snakemake(finished, _edited(perplexity={"tasks": ["world_perplexity"]}), "-n")
     planned = sorted(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: ([^,\n]+)", out, flags=re.M))
     assert planned == [
-        ("evaluate_dense", "results/eval/world/dense/perplexity.json"),
+        ("evaluate_dense", "results/eval/world/dense/general.json (update)"),
         ("world_eval_items", "results/world/eval/world_perplexity.jsonl"),
     ]

@@ -101,6 +101,30 @@ def load_eval_records(paths: str | os.PathLike | Iterable[str | os.PathLike], *,
     return records
 
 
+def prune_report_path(scores_path: str | os.PathLike) -> Path:
+    """The prune report of the checkpoint an eval record scored: results/eval/<checkpoint>/<dim>.json ->
+    results/prune_reports/<checkpoint>.json (kept when the checkpoint itself is temporary)."""
+    checkpoint = Path(scores_path).parent
+    parts = checkpoint.parts
+    at = len(parts) - 1 - parts[::-1].index("eval")
+    return Path(*parts[:at], "prune_reports", *parts[at + 1:-1], parts[-1] + ".json")
+
+
+def check_evaluated_weights(records: list[dict]) -> None:
+    """Every pruned record was scored on the weights its checkpoint's prune report records: a record
+    left from an earlier checkpoint (or a report from a later one) is an error, never a table row."""
+    for record in records:
+        if record["method"] == "dense":
+            continue
+        report = prune_report_path(record["path"])
+        recorded = json.loads(report.read_text())["weights_sha256"]
+        if record.get("weights_sha256") != recorded:
+            raise ValueError(
+                f"{record['path']} scored weights other than {report} records; rerun its evaluation "
+                f"(snakemake --forcerun {record['path']})"
+            )
+
+
 # --------------------------------------------------------------------------------------------------
 # Point estimates
 # --------------------------------------------------------------------------------------------------

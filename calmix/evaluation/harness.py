@@ -65,6 +65,18 @@ def _code_execution_allowed(allowed: bool) -> Iterator[None]:
             os.environ[ALLOW_ENV] = before
 
 
+def load_lm(model_path: str | Path, *, device: str = "cpu", batch_size: int = 32, dtype: str = "float32",
+            model_manifest: str | None = None) -> Any:
+    """lm-eval's HF model of a checkpoint, after its weights are checked against ``model_manifest``."""
+    from lm_eval.models.huggingface import HFLM
+
+    from calmix.core.integrity import verify_checkpoint
+    from calmix.models.folders import model_folder
+
+    verify_checkpoint(model_path, model_manifest)
+    return HFLM(pretrained=str(model_folder(model_path)), device=device, batch_size=batch_size, dtype=dtype)
+
+
 def evaluate(
     model_path: str | Path,
     tasks: list[str],
@@ -82,6 +94,7 @@ def evaluate(
     metric: dict[str, str] | None = None,
     dimension: str | None = None,
     model_manifest: str | None = None,
+    lm: Any = None,
 ) -> dict:
     """Score one model on each task with fixed seeds; JSON-serialisable result.
 
@@ -99,6 +112,8 @@ def evaluate(
     scores slightly. ``model_manifest`` is the manifest the checkpoint must have
     (``prune_report.json`` for a pruned one, ``training.json`` for the world model): a folder
     without it is refused (calmix.models.loading.verify_checkpoint), never evaluated unchecked.
+    ``lm`` is a model :func:`load_lm` already loaded (and checked) from model_path, so that one process
+    scores several dimensions of a checkpoint with one load.
     """
     if not tasks:
         raise ValueError("evaluate: no tasks given")
@@ -120,7 +135,6 @@ def evaluate(
         log.warning("code execution: tasks %s run the code the model writes (evaluation.allow_code_execution "
                     "is true)", unsafe)
     from calmix.models.folders import model_folder
-    from calmix.core.integrity import verify_checkpoint
 
     model_path_str = str(model_folder(model_path))
     if (isinstance(model_path, Path) or Path(model_path_str).is_absolute()) and not Path(model_path_str).exists():
@@ -136,7 +150,6 @@ def evaluate(
 
     import lm_eval
     from lm_eval.api.group import Group
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     needs_defaults = any(isinstance(s, str) for s in specs.values())
@@ -175,8 +188,8 @@ def evaluate(
         for name, leaves in leaves_of.items() for leaf, obj in leaves.items() if caps[name] is not None
     } if task_limits else None
 
-    verify_checkpoint(model_path, model_manifest)
-    lm = HFLM(pretrained=model_path_str, device=device, batch_size=batch_size, dtype=dtype)
+    if lm is None:
+        lm = load_lm(model_path, device=device, batch_size=batch_size, dtype=dtype, model_manifest=model_manifest)
     with _code_execution_allowed(bool(unsafe)):
         results = lm_eval.simple_evaluate(
             model=lm,

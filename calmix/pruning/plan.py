@@ -65,3 +65,14 @@ def checkpoints(pruning: dict[str, Any], calibs: Sequence[str], seeds: Sequence[
                 pairs = [(calib, seed) for calib in sets for seed in draws]
             planned.update({Checkpoint(method, target, calib, seed): None for calib, seed in pairs})
     return list(planned)
+
+
+def keeps_checkpoints(pruning: dict[str, Any], models: dict[str, dict[str, Any]]) -> bool:
+    """Whether pruned checkpoints stay once evaluated (``pruning.keep_checkpoints``). ``auto`` keeps
+    them only for the built-in world, whose checkpoints are a few MB each; a real model's are its full
+    size (16 GB for 8B in bf16), so they are temporary: removed once every evaluation of one is done,
+    pruned again if a rerun needs it, their prune report (with the weights' sha256) kept."""
+    keep = pruning.get("keep_checkpoints", "auto")
+    if keep == "auto":
+        return all(spec["kind"] == "world" for spec in models.values())
+    return bool(keep)

@@ -1,0 +1,105 @@
+"""One checkpoint, every capability dimension: one process and one model load, one record per dimension.
+
+Starting Python, torch, transformers and lm-eval costs about five seconds a process, more than scoring
+a small model on a dimension. So the workflow runs one evaluation job per checkpoint, while each
+dimension keeps its own record (``{dimension}.json`` and ``{dimension}.items.parquet``) and its own
+reruns: a record carries ``evaluation_key``, the digest of everything its numbers depend on (the
+weights' sha256, the dimension's tasks and settings and task definitions, its data files' sha256, the
+evaluating code, lm-eval's version, dtype and device). When the job reruns (something changed for
+some dimension, or a record was deleted), a dimension whose record and per-item file are there with
+the same key is kept as it is; only the others are scored, and the model is loaded only if one is.
+The rule marks these outputs ``update()``, so Snakemake leaves them in place for this (and puts them
+back if the job fails).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from calmix.core.integrity import CHECKPOINT_MANIFESTS, verify_checkpoint, weights_sha256
+from calmix.core.io import read_json, sha256_file, write_json
+from calmix.evaluation.items import write_items
+from calmix.models.folders import model_folder
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_weights(model_path: str | Path, model_manifest: str | None) -> dict[str, str]:
+    """{file: sha256} of the checkpoint's weights, checked against its manifest where it has one
+    (what the evaluation key names the model by: a rebuilt temporary checkpoint with the same
+    weights keeps its records)."""
+    folder = model_folder(model_path)
+    verify_checkpoint(folder, model_manifest)
+    manifest = model_manifest or next((m for m in CHECKPOINT_MANIFESTS if (folder / m).is_file()), None)
+    if manifest is not None:
+        return read_json(folder / manifest)["weights_sha256"]
+    return weights_sha256(folder)
+
+
+def evaluation_key(weights: dict[str, str], dimension: dict[str, Any], data: list[str | Path], context: dict[str, Any]) -> str:
+    """The digest one dimension's record is valid for: the weights, the dimension's settings, the
+    sha256 of each data file it reads, and the context every dimension shares (code, lm-eval, dtype)."""
+    return hashlib.sha256(json.dumps({
+        "weights": weights,
+        "dimension": dimension,
+        "data": {str(p): sha256_file(p) for p in sorted(map(str, data))},
+        "context": context,
+    }, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _current(scores: Path, per_item: Path, key: str) -> bool:
+    if not (scores.is_file() and per_item.is_file()):
+        return False
+    try:
+        return read_json(scores).get("evaluation_key") == key
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def evaluate_checkpoint(
+    model_path: str | Path,
+    dimensions: dict[str, dict[str, Any]],
+    outputs: dict[str, tuple[str | Path, str | Path]],
+    *,
+    data: dict[str, list[str | Path]],
+    identity: dict[str, Any],
+    context: dict[str, Any],
+    task_dir: Path,
+    data_root: Path,
+    dtype: str = "float32",
+    device: str = "cpu",
+    model_manifest: str | None = None,
+) -> dict[str, str]:
+    """Score the checkpoint on every dimension whose record is not current; {dimension: "kept" | "scored"}.
+
+    ``dimensions`` maps a dimension to ``{"tasks": [...], "harness": {...}, ...}`` (harness: keyword
+    arguments of calmix.evaluation.harness.evaluate; the other keys, such as task definitions' digests,
+    only enter the key); ``outputs`` to its (record, per-item file) paths; ``data`` to the files it reads;
+    ``identity`` is what every record starts with (model, method, sparsity, calib, seed).
+    """
+    from calmix.evaluation.harness import evaluate, load_lm
+
+    weights = checkpoint_weights(model_path, model_manifest)
+    context = {**context, "dtype": dtype, "device": device}
+    lm, done = None, {}
+    for name, spec in dimensions.items():
+        scores, per_item = map(Path, outputs[name])
+        key = evaluation_key(weights, spec, data.get(name, []), context)
+        if _current(scores, per_item, key):
+            log.info("dimension %s: record %s is current (evaluation key %s); kept", name, scores, key[:12])
+            done[name] = "kept"
+            continue
+        harness = dict(spec["harness"])
+        if lm is None:
+            lm = load_lm(model_path, device=device, batch_size=harness.get("batch_size", 32), dtype=dtype,
+                         model_manifest=model_manifest)
+        result = evaluate(model_path, spec["tasks"], task_dir=task_dir, data_root=data_root, dtype=dtype,
+                          device=device, dimension=name, model_manifest=model_manifest, lm=lm, **harness)
+        write_items(result.pop("items"), per_item)
+        write_json(scores, {**identity, "dimension": name, "evaluation_key": key, "weights_sha256": weights, **result})
+        done[name] = "scored"
+    return done

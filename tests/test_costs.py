@@ -1,0 +1,38 @@
+"""calmix-plan's cost model against independent counts: transformers' own parameter count of the
+same LLaMA shape, and the jobs Snakemake plans for a study."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from calmix.costs import Architecture, architecture, jobs_by_rule
+from conftest import TINY
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_parameter_count_matches_transformers(tied):
+    arch = Architecture(hidden=64, intermediate=160, layers=3, heads=8, kv_heads=2, vocab=500, tied=tied)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=160, num_hidden_layers=3,
+                                             num_attention_heads=8, num_key_value_heads=2, vocab_size=500,
+                                             tie_word_embeddings=tied))
+    norms = sum(p.numel() for n, p in model.named_parameters() if "norm" in n)
+    assert arch.params == sum(p.numel() for p in model.parameters()) - norms
+
+
+def test_sparsegpt_costs_more_than_wanda_and_magnitude_nothing():
+    arch = Architecture(4096, 14336, 32, 32, 8, 128256, False)
+    assert arch.prune_flops("magnitude", 128 * 2048, 2048) == 0
+    assert arch.prune_flops("sparsegpt", 128 * 2048, 2048) > arch.prune_flops("wanda-owl", 128 * 2048, 2048) > 0
+
+
+def test_world_shape_comes_from_the_config():
+    config = {"models": {"w": {"kind": "world"}}, "world": {"vocab_size": 300, "model": {
+        "hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2}}}
+    assert architecture(config, "w") == Architecture(32, 64, 2, 2, 2, 300, True)
+
+
+@pytest.mark.workflow
+def test_jobs_by_rule_is_snakemakes_dry_run():
+    jobs = jobs_by_rule([str(TINY)])
+    assert jobs["prune"] == 13 and jobs["evaluate_pruned"] == 13 and jobs["evaluate_dense"] == 1
