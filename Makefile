@@ -1,12 +1,12 @@
 # `make run` runs the built-in study; `make test` runs the test suite. Both set up .venv first.
 # Another study: `make run CONFIG=experiments/world-tiny.yaml` (only that file is read, not config.yaml);
-# the report of a finished study: `make report CONFIG=...`.
+# the report of a finished study: `make report CONFIG=...`; its cost before it starts: `make plan CONFIG=...`.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 CONFIG ?= config.yaml
 
-.PHONY: run report test lint clean
+.PHONY: run plan report test lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ run: $(STAMP)
 	$(VENV)/bin/python -m calmix.config $(CONFIG)
 	$(VENV)/bin/snakemake --cores all --configfile $(CONFIG)
 	$(MAKE) --no-print-directory report CONFIG=$(CONFIG)
+
+plan: $(STAMP)
+	$(VENV)/bin/calmix-plan --configfile $(CONFIG)
 
 report: $(STAMP)
 	$(VENV)/bin/python -m calmix.config $(CONFIG)

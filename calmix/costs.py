@@ -134,17 +134,22 @@ def measured_rates() -> dict[str, float]:
 
 
 def evaluation_tokens(config: dict[str, Any]) -> tuple[int, list[str]]:
-    """Tokens one checkpoint's evaluation scores (every request's context and continuation), from
-    the item files here, at ~4 characters a token; and the tasks with no items here (not counted)."""
+    """Tokens one checkpoint's evaluation scores (every request's context and continuation), from the
+    world's items or the offline items here, at ~4 characters a token; and the tasks with no items here
+    (lm-eval's own before `snakemake prefetch`: not counted)."""
     total, unknown = 0, []
     for dim, spec in config["evaluation"]["dimensions"].items():
         for task in spec["tasks"]:
-            path = next((p for p in (Path(f"results/world/eval/{task}.jsonl"), Path(f"results/eval/items/{task}.jsonl"))
-                         if p.is_file()), None)
-            if path is None:
+            path = Path(f"results/eval/items/{task}.jsonl")
+            if task.startswith("world_"):  # what world_eval_items writes, generated here (milliseconds)
+                from calmix.world.domain import World
+
+                rows = World(config["world"]["seed"]).eval_items(task, config["world"]["eval_items"], seed=0)
+            elif path.is_file():
+                rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            else:
                 unknown.append(task)
                 continue
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             cap = spec.get("task_limits", {}).get(task, spec.get("limit", config["evaluation"].get("limit")))
             rows = rows[:cap] if cap else rows
             chars = sum(len(json.dumps(r)) * max(1, len(r.get("choices", []))) for r in rows)

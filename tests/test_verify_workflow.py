@@ -61,7 +61,7 @@ def test_a_deleted_prune_report_is_named_and_its_evaluation_refuses(finished):
         (finished / EVAL.replace(".json", suffix)).unlink()
     failed = run(finished, EVAL)
     assert failed.returncode != 0 and "Error in rule evaluate_pruned" in failed.stderr
-    log = (finished / "logs/evaluate_pruned/world/sparsegpt/0.5/web/seed0/general.log").read_text()
+    log = (finished / "logs/evaluate_pruned/world/sparsegpt/0.5/web/seed0.log").read_text()
     message = f"{PRUNED} has no prune_report.json"
     assert message in failed.stderr + log and f"`--forcerun {PRUNED}`" in failed.stderr + log
     assert not (finished / EVAL).exists() and not (finished / EVAL.replace(".json", ".items.parquet")).exists()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 #: The keys each kind of source and model reads, and so the only ones it may set (the schema lists
 #: the union). Sources: calmix.calibration.corpora reads the kind's own keys, the shard rule 'sampling' and 'bos'.
-#: Models: the rules read 'dtype' of every kind; 'path' is a folder (local) or a repository (hub, gguf).
+#: Models: the rules read 'dtype' of every kind; 'path' is a folder (local) or a repository (hub, gguf);
+#: calmix-plan reads 'architecture' of a model whose config.json is not here yet (the world's shape is world.model).
 KEYS_BY_KIND = {
     "source": {
         "world": ("kind", "generator", "docs", "sampling", "bos"),
@@ -16,9 +17,9 @@ KEYS_BY_KIND = {
     },
     "model": {
         "world": ("kind", "dtype"),
-        "local": ("kind", "path", "dtype"),
-        "hub": ("kind", "path", "revision", "dtype"),
-        "gguf": ("kind", "file", "package", "path", "revision", "sha256", "dtype"),
+        "local": ("kind", "path", "dtype", "architecture"),
+        "hub": ("kind", "path", "revision", "dtype", "architecture"),
+        "gguf": ("kind", "file", "package", "path", "revision", "sha256", "dtype", "architecture"),
     },
 }
 
