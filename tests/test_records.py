@@ -118,9 +118,15 @@ def check_file(path: Path, record: type, seen: dict[str, set[str]] | None = None
 # --------------------------------------------------------------------------------------------
 
 
+def _paths_as_str(value):
+    if isinstance(value, Path):
+        return str(value)
+    return [_paths_as_str(v) for v in value] if isinstance(value, list) else value
+
+
 def _named(values) -> Namedlist:
     if isinstance(values, dict):
-        return Namedlist(fromdict={k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
+        return Namedlist(fromdict={k: _paths_as_str(v) for k, v in values.items()})
     return Namedlist([str(v) for v in values])
 
 
@@ -274,38 +280,41 @@ def pruned(root, model, shards) -> list[Path]:
     reports = []
     for method, target, calib in PRUNED:
         out = pruned_dir(root, method, target, calib)
+        report = root / "results" / "prune_reports" / "world" / method / target / calib / "seed0.json"
         run_script("prune.py", input={"model": model, **({"shard": shard_path(root, calib)} if calib != "none" else {})},
-                   output=[out],
+                   output={"checkpoint": out, "report": report},
                    params={"options": registry.options(method, PRUNING), "dtype": "float32",
                            "model_manifest": "training.json", "device": "cpu"},
                    wildcards={"model": "world", "method": method, "target": target, "calib": calib, "seed": "0"})
-        reports.append(out / "prune_report.json")
+        reports += [out / "prune_report.json", report]
     return reports
 
 
 @pytest.fixture(scope="module")
 def evaluations(root, model, pruned) -> list[Path]:
     """Eval records of the dense model (a mean and a perplexity dimension) and of a pruned one."""
-    dimensions = {"general": "world_general", "perplexity": "world_perplexity"}
-    for task in dimensions.values():
-        run_script("world_eval_items.py", output=[root / "results" / "world" / "eval" / f"{task}.jsonl"],
-                   params={"seed": 0, "n": 6}, wildcards={"task": task})
+    tasks = {"general": "world_general", "perplexity": "world_perplexity"}
+    data = {}
+    for dimension, task in tasks.items():
+        items = root / "results" / "world" / "eval" / f"{task}.jsonl"
+        run_script("world_eval_items.py", output=[items], params={"seed": 0, "n": 6}, wildcards={"task": task})
+        data[dimension] = [str(items.relative_to(root))]
     harness = {"batch_size": 8, "limit": 4, "seed": 1234}
-    paths = []
-    runs = [({"model": "world", "dimension": d}, model, "training.json", root / "results/eval/world/dense")
-            for d in dimensions]
+    dimensions = {d: {"tasks": [t], "harness": harness, "task_definitions": {}} for d, t in tasks.items()}
     method, target, calib = PRUNED[0]
-    runs.append(({"model": "world", "method": method, "target": target, "calib": calib, "seed": "0",
-                  "dimension": "general"}, pruned_dir(root, method, target, calib), "prune_report.json",
-                 root / f"results/eval/world/{method}/{target}/{calib}/seed0"))
+    runs = [({"model": "world"}, model, "training.json", root / "results/eval/world/dense"),
+            ({"model": "world", "method": method, "target": target, "calib": calib, "seed": "0"},
+             pruned_dir(root, method, target, calib), "prune_report.json",
+             root / f"results/eval/world/{method}/{target}/{calib}/seed0")]
+    paths = []
     for wildcards, checkpoint, manifest, folder in runs:
-        scores = folder / f"{wildcards['dimension']}.json"
+        scores = [folder / f"{d}.json" for d in dimensions]
         run_script("evaluate.py", input={"model": checkpoint},
-                   output={"scores": scores, "per_item": folder / f"{wildcards['dimension']}.items.parquet"},
-                   params={"tasks": [dimensions[wildcards["dimension"]]], "harness": harness, "dtype": "float32",
+                   output={"scores": scores, "per_item": [folder / f"{d}.items.parquet" for d in dimensions]},
+                   params={"dimensions": dimensions, "data": data, "code": "test", "dtype": "float32",
                            "model_manifest": manifest, "task_dir": "resources/lm_eval_tasks", "device": "cpu"},
                    wildcards=wildcards, cwd=root)
-        paths.append(scores)
+        paths += scores
     return paths
 
 
@@ -407,7 +416,7 @@ def test_eval_records_and_their_items(evaluations):
         check_file(path, records.EvalRecord)
         items = pq.read_table(path.with_name(path.name.removesuffix(".json") + ".items.parquet"))
         assert items.column_names == list(records.ItemScore.__annotations__)
-    assert {read(p)["tasks"][t]["aggregation"] for p, t in zip(evaluations, ["world_general", "world_perplexity"])} \
+    assert {read(p)["tasks"][t]["aggregation"] for p, t in zip(evaluations, ["world_general", "world_perplexity"] * 2)} \
         == {"mean", "perplexity"}
 
 

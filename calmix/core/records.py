@@ -454,7 +454,7 @@ class EvalResult(TypedDict):
 
 class EvalRecord(TypedDict):
     """results/eval/{model}/dense/{dimension}.json and results/eval/{model}/{method}/{target}/{calib}/seed{seed}/{dimension}.json:
-    scripts/evaluate.py, from calmix.evaluation.harness.evaluate's result less its items."""
+    scripts/evaluate.py (calmix.evaluation.checkpoint), from calmix.evaluation.harness.evaluate's result less its items."""
 
     model: str
     method: str  # the pruned set's label ("wanda", "wanda-owl"), or "dense"
@@ -462,5 +462,7 @@ class EvalRecord(TypedDict):
     calib: str | None  # None for the dense model
     seed: int | None  # None for the dense model
     dimension: str
+    evaluation_key: str  # sha256 of what the scores depend on: the record is rewritten only when it changes
+    weights_sha256: WeightsSha256  # the evaluated weights (a temporary checkpoint's prune report keeps the same digest)
     tasks: dict[str, TaskSummary]  # by task (on disk sorted by name, as every key: write_json sorts keys)
     settings: EvalSettings

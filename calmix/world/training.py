@@ -43,7 +43,28 @@ def build_model(tokenizer: PreTrainedTokenizerFast, arch: dict, seed: int) -> Ll
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)
+    scale_channels(model, arch.get("channel_scale_sigma", 0.0), seed)
+    return model
+
+
+def scale_channels(model: LlamaForCausalLM, sigma: float, seed: int) -> None:
+    """Give the hidden channels fixed log-normal scales (the gains of every pre-attention and pre-MLP
+    RMSNorm, one vector for all layers, frozen).
+
+    Real LLMs' hidden channels differ in scale by one to two orders of magnitude, systematically in
+    the same channels across layers (outlier features); the weights reading a large channel are small.
+    That is why magnitude pruning fails on them and activation-aware pruning (SparseGPT, Wanda) does
+    not; a small model trained for minutes does not grow such channels, so the world gives them to it.
+    """
+    if sigma <= 0:
+        return
+    gen = torch.Generator().manual_seed(seed)
+    gains = torch.exp(sigma * torch.randn(model.config.hidden_size, generator=gen))
+    for layer in model.model.layers:
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            norm.weight.data.copy_(gains)
+            norm.weight.requires_grad_(False)
 
 
 def train_model(
@@ -60,7 +81,7 @@ def train_model(
     model = build_model(tokenizer, arch, seed)
     model.train()
     steps, batch, seqlen = train["steps"], train["batch_size"], train["seqlen"]
-    opt = torch.optim.AdamW(model.parameters(), lr=train["lr"], betas=(0.9, 0.95), weight_decay=0.1)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train["lr"], betas=(0.9, 0.95), weight_decay=0.1)
     warmup = max(1, int(0.05 * steps))
 
     def lr_at(step: int) -> float:
