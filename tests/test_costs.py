@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from calmix.costs import Architecture, architecture, jobs_by_rule
-from conftest import TINY
+from conftest import REPO, TINY
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -36,3 +36,17 @@ def test_world_shape_comes_from_the_config():
 def test_jobs_by_rule_is_snakemakes_dry_run():
     jobs = jobs_by_rule([str(TINY)])
     assert jobs["prune"] == 13 and jobs["evaluate_pruned"] == 13 and jobs["evaluate_dense"] == 1
+
+
+def test_the_paper_study_needs_two_checkpoints_of_disk_at_once_not_nineteen(tmp_path):
+    """Temporary checkpoints (the default for a hub model) bound the paper study's disk by the jobs
+    running at once; kept ones (pruning.keep_checkpoints: true) need all 19 (8.03B bf16: 14.96 GiB each)."""
+    from calmix.costs import plan
+
+    paper = str(REPO / "experiments" / "paper-llama3.1-8b.yaml")
+    keep = tmp_path / "keep.yaml"
+    keep.write_text("pruning: {keep_checkpoints: true}\n")
+    temporary, kept = plan([paper], jobs=2), plan([paper, str(keep)], jobs=2)
+    assert "disk: checkpoints temporary: peak 29.9 GiB, final 0.0 GiB" in temporary
+    assert "disk: checkpoints kept: peak 284.2 GiB, final 284.2 GiB" in kept
+    assert "prune                    19      19" in temporary
