@@ -40,7 +40,7 @@ def readme_commands(text: str) -> list[str]:
             line = re.sub(r"\s+#.*$", "", line).strip()
             if line and not line.startswith("#"):
                 commands.append(" ".join(line.split()))
-    for span in re.findall(r"`((?:make|snakemake|\.venv/bin/snakemake|python -m calmix\.\w+|calmix-verify)(?: [^`]*)?)`", text):
+    for span in re.findall(r"`((?:make|snakemake|\.venv/bin/snakemake|python -m calmix\.\w+|calmix-verify|calmix-plan)(?: [^`]*)?)`", text):
         commands.append(" ".join(span.split()))
     return list(dict.fromkeys(commands))
 
@@ -111,7 +111,8 @@ def test_every_readme_command_is_known():
     assert "make run" in commands and "make test" in commands
     assert README.index("make run") < README.index("make test") < 400  # the README opens with both
     for command in commands:
-        handled = (command.startswith(("make ", "snakemake ", ".venv/bin/snakemake ", "python -m calmix.config ", "calmix-verify"))
+        handled = (command.startswith(("make ", "snakemake ", ".venv/bin/snakemake ", "python -m calmix.config ", "calmix-verify",
+                                        "calmix-plan"))
                    or any(key in command for key in NOT_RUN_HERE) or command.startswith("python3 -m venv"))
         assert handled, f"README command not covered by tests/test_readme.py: {command}"
     assert "../shared" not in README  # the repository carries its own docs
@@ -124,7 +125,8 @@ def test_commands_not_run_here_are_what_the_makefile_and_ci_run():
     assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("command", [c for c in readme_commands(README) if c.startswith("make ") and c != "make test"])
+@pytest.mark.parametrize("command", [c for c in readme_commands(README)
+                                     if c.startswith("make ") and c != "make test" and not c.startswith("make plan")])
 def test_make_targets_name_one_study_in_every_snakemake_call(clone, command):
     config = re.search(r"CONFIG=(\S+)", command)
     config = config.group(1) if config else "config.yaml"
@@ -187,3 +189,20 @@ def test_verify_without_a_study_says_where_to_run_it(clone, command):
     """In a fresh clone there is no results/ yet (tests/test_verify_workflow.py checks a real tree)."""
     result = run(command, clone)
     assert result.returncode == 2 and "run it in the study's working directory" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("command", [c for c in readme_commands(README) if c.startswith(("make plan", "calmix-plan"))])
+def test_plan_commands_count_the_jobs_snakemake_plans(clone, command):
+    """The plan's job total is Snakemake's own for the same study, all of it left to run in a fresh clone."""
+    if command.startswith("make "):
+        result = run(command.replace("make ", "make -n ", 1), clone)
+        assert result.returncode == 0, result.stderr
+        [command] = [line.strip().removeprefix(".venv/bin/") for line in result.stdout.splitlines() if "calmix-plan" in line]
+    configfiles = re.search(r"--configfile ((?:\S+ ?)+)", command)
+    study = f"snakemake -n --configfile {configfiles.group(1) if configfiles else 'config.yaml'}"
+    result = run(command, clone)
+    assert result.returncode == 0, result.stderr[-3000:]
+    total = re.search(r"^total\s+(\d+)\s+(\d+)$", result.stdout, flags=re.M)
+    assert total and total.group(1) == total.group(2), result.stdout
+    assert int(total.group(1)) == planned_total(run(study, clone).stdout)
+    assert re.search(r"^  disk: checkpoints (kept|temporary): peak", result.stdout, flags=re.M)
