@@ -33,9 +33,8 @@ def test_channel_scales_are_log_normal_shared_by_every_norm_and_kept_through_tra
     assert all(torch.equal(n.weight, gains) and not n.weight.requires_grad for n in norms)
     assert 0.5 < gains.log().std().item() < 1.5 and gains.max() / gains.median() > 3  # outlier channels
     assert torch.equal(model.model.norm.weight, torch.ones(64))  # the final norm feeds the (unpruned) head
-    assert all(torch.equal(n.weight, torch.ones(64)) for n in build_model(world_tokenizer, {**arch, "channel_scale_sigma": 0},
-                                                                            seed=0).model.layers[0].children()
-               if isinstance(n, type(norms[0])))
+    plain = build_model(world_tokenizer, {**arch, "channel_scale_sigma": 0}, seed=0).model.layers[0]
+    assert all(torch.equal(n.weight, torch.ones(64)) for n in (plain.input_layernorm, plain.post_attention_layernorm))
 
     docs = World(0).documents("pretrain", 100, seed=0)
     train_model(docs, world_tokenizer, arch, TRAIN, seed=0, out_dir=tmp_path / "scaled")
