@@ -240,8 +240,16 @@ SWEPT = [[method, targets.display(target)] for method, target in plan.settings(c
 KEEP_CHECKPOINTS = plan.keeps_checkpoints(config["pruning"], config["models"])
 
 
-def checkpoint_output(path):
-    return directory(path) if KEEP_CHECKPOINTS else temp(directory(path))
+def kept_checkpoint(path):
+    """A pruned checkpoint is an output only where it stays; a temporary one lives inside its job."""
+    return update(directory(path)) if KEEP_CHECKPOINTS else []
+
+
+def pruning_code(method):
+    """The code a pruned checkpoint's weights depend on (its prune key): editing the evaluation code
+    rescores a kept checkpoint without pruning it again."""
+    checkpoints = codehash.PACKAGE_DIR / "pruning" / "checkpoints.py"
+    return codehash.library_code(checkpoints, ["calmix.pruning.checkpoints", *registry.modules(method)])
 
 
 def prune_reports():

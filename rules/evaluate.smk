@@ -1,6 +1,7 @@
-# Evaluation with lm-eval: one job per checkpoint (the dense model, each pruned one) scoring every
-# dimension in one process; each dimension keeps its own record and is rescored only when its
-# evaluation key changes (calmix.evaluation.checkpoint), hence update(): Snakemake leaves the records.
+# Evaluation with lm-eval: the dense model's job scores every dimension in one process (a pruned
+# checkpoint is scored by the job that prunes it: rules/prune.smk); each dimension keeps its own record
+# and is rescored only when its evaluation key changes (calmix.evaluation.checkpoint), hence update():
+# Snakemake leaves the records.
 # Items of tasks whose YAML names an offline builder (HumanEval, arithmetic, held-out text) are
 # written once per task.
 
@@ -45,17 +46,3 @@ rule evaluate_dense:
         "logs/evaluate_dense/{model}.log",
     script:
         "../scripts/evaluate.py"
-
-
-use rule evaluate_dense as evaluate_pruned with:
-    input:
-        model="results/pruned/{model}/{method}/{target}/{calib}/seed{seed}",
-        data=lambda wc: task_data(),
-    params:
-        model_manifest="prune_report.json",  # always calmix's own checkpoint: refused without it
-    priority: 1  # before the next prune: a temporary checkpoint is removed as soon as it is evaluated
-    output:
-        scores=update(expand("results/eval/{{model}}/{{method}}/{{target}}/{{calib}}/seed{{seed}}/{dimension}.json", dimension=DIMENSIONS)),
-        per_item=update(expand("results/eval/{{model}}/{{method}}/{{target}}/{{calib}}/seed{{seed}}/{dimension}.items.parquet", dimension=DIMENSIONS)),
-    log:
-        "logs/evaluate_pruned/{model}/{method}/{target}/{calib}/seed{seed}.log",

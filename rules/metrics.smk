@@ -1,15 +1,16 @@
-# OIT information metrics of every calibration set, and the table that gathers them.
+# OIT information metrics of every calibration set and seed, and the table that gathers them.
 
 
-rule metrics:
+rule metrics:  # one job per calibration set: its seeds' shards scored with one model load
     input:
-        shard="results/shards/{model}/{calib}/seed{seed}.parquet",
+        shards=expand("results/shards/{{model}}/{{calib}}/seed{seed}.parquet", seed=SEEDS),
         model=lambda wc: model_dir(wc.model),
     output:
-        "results/metrics/{model}/{calib}/seed{seed}.json",
+        expand("results/metrics/{{model}}/{{calib}}/seed{seed}.json", seed=SEEDS),
     params:
         code=library_code("metrics.py"),
         metrics=config["metrics"],
+        seeds=SEEDS,
         model_manifest=lambda wc: required_manifest(wc.model),
         device=DEVICE,
     resources:
@@ -18,7 +19,7 @@ rule metrics:
     conda:
         "../envs/calmix.yaml"
     log:
-        "logs/metrics/{model}/{calib}/seed{seed}.log",
+        "logs/metrics/{model}/{calib}.log",
     script:
         "../scripts/metrics.py"
 

@@ -1,18 +1,31 @@
-# Pruning: one checkpoint per (model, method, target, calibration set, seed), verified on reload, and
-# its report kept apart: the checkpoint may be temporary (pruning.keep_checkpoints), the report stays.
+# Pruning and the pruned model's evaluation, one job per (model, method, target, calibration set, seed):
+# prune (verified on reload), score every dimension with lm-eval, and remove the checkpoint unless
+# pruning.keep_checkpoints keeps it. One process pays Python, torch, transformers and lm-eval's start
+# once per checkpoint. The prune report and each dimension's record carry the key they were made for
+# (calmix.evaluation.checkpoint), hence update(): a rerun redoes only what an edit changed.
 
 
-rule prune:
+rule prune_and_evaluate:
     input:
         unpack(pruning_inputs),
+        data=lambda wc: task_data(),
     output:
-        checkpoint=checkpoint_output("results/pruned/{model}/{method}/{target}/{calib}/seed{seed}"),
-        report="results/prune_reports/{model}/{method}/{target}/{calib}/seed{seed}.json",
+        report=update("results/prune_reports/{model}/{method}/{target}/{calib}/seed{seed}.json"),
+        scores=update(expand("results/eval/{{model}}/{{method}}/{{target}}/{{calib}}/seed{{seed}}/{dimension}.json", dimension=DIMENSIONS)),
+        per_item=update(expand("results/eval/{{model}}/{{method}}/{{target}}/{{calib}}/seed{{seed}}/{dimension}.items.parquet", dimension=DIMENSIONS)),
+        checkpoint=kept_checkpoint("results/pruned/{model}/{method}/{target}/{calib}/seed{seed}"),
     params:
-        code=lambda wc: library_code("prune.py", registry.modules(wc.method)),
+        checkpoint="results/pruned/{model}/{method}/{target}/{calib}/seed{seed}",
+        keep=KEEP_CHECKPOINTS,
+        code=lambda wc: library_code("prune_and_evaluate.py", registry.modules(wc.method)),
+        pruning_code=lambda wc: pruning_code(wc.method),
+        evaluation_code=library_code("evaluate.py"),
         options=method_options,
+        dimensions=lambda wc: {d: evaluation_spec(d) for d in DIMENSIONS},
+        data={d: task_data(d) for d in DIMENSIONS},
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         model_manifest=lambda wc: required_manifest(wc.model),
+        task_dir=TASK_DIR,
         device=DEVICE,
     resources:
         gpu=GPU,
@@ -20,6 +33,6 @@ rule prune:
     conda:
         "../envs/calmix.yaml"
     log:
-        "logs/prune/{model}/{method}/{target}/{calib}/seed{seed}.log",
+        "logs/prune_and_evaluate/{model}/{method}/{target}/{calib}/seed{seed}.log",
     script:
-        "../scripts/prune.py"
+        "../scripts/prune_and_evaluate.py"

@@ -1,4 +1,4 @@
-"""Compute the OIT metrics of one calibration shard."""
+"""Compute the OIT metrics of one calibration set's shards (one per seed), with one model load."""
 
 from calmix.core.devices import compute_device
 from calmix.core.io import write_json
@@ -11,10 +11,8 @@ from calmix.models.tokenizer import load_tokenizer
 setup_logging(snakemake.log[0], snakemake.threads)
 w = snakemake.wildcards
 with compute_device(snakemake.params.device) as device:
-    values = compute_metrics(
-        load_windows(snakemake.input.shard),
-        snakemake.params.metrics,
-        load_tokenizer(snakemake.input.model),
-        load_model(snakemake.input.model, manifest=snakemake.params.model_manifest).to(device),
-    )
-write_json(snakemake.output[0], {"model": w.model, "calib": w.calib, "seed": int(w.seed), **values})
+    model = load_model(snakemake.input.model, manifest=snakemake.params.model_manifest).to(device)
+    tokenizer = load_tokenizer(snakemake.input.model)
+    for seed, shard, out in zip(snakemake.params.seeds, snakemake.input.shards, snakemake.output):
+        values = compute_metrics(load_windows(shard), snakemake.params.metrics, tokenizer, model)
+        write_json(out, {"model": w.model, "calib": w.calib, "seed": int(seed), **values})

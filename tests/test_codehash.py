@@ -13,9 +13,10 @@ KERNELS = {"calmix.pruning.sparsegpt", "calmix.pruning.wanda", "calmix.pruning.m
 
 
 @pytest.mark.parametrize("script, runs, not_runs", [
-    ("prune.py", {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.pruning.registry", "calmix.models.loading",
-                  "calmix.calibration.shards", "calmix.core.io"},
-     {"calmix.calibration.metrics", "calmix.evaluation.harness", "calmix.fetch.hub", *KERNELS}),
+    ("prune_and_evaluate.py", {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.pruning.registry",
+                               "calmix.models.loading", "calmix.calibration.shards", "calmix.core.io",
+                               "calmix.evaluation.pruned", "calmix.evaluation.harness"},
+     {"calmix.calibration.metrics", "calmix.fetch.hub", *KERNELS}),
     ("shard.py", {"calmix.calibration.shards", "calmix.core.io"}, {"calmix.pruning.driver", "calmix.models.loading", "calmix.calibration.metrics"}),
     ("metrics.py", {"calmix.calibration.metrics", "calmix.models.loading", "calmix.calibration.shards"},
      {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.fetch.hub"}),
@@ -29,7 +30,7 @@ KERNELS = {"calmix.pruning.sparsegpt", "calmix.pruning.wanda", "calmix.pruning.m
     ("fetch_gguf.py", {"calmix.fetch.packages", "calmix.fetch.hub"}, {"calmix.config.checks", "calmix.world.domain", "calmix.models.gguf"}),
     ("convert_gguf.py", {"calmix.models.gguf", "calmix.models.loading"}, {"calmix.fetch.packages", "calmix.fetch.hub"}),
     ("task_items.py", {"calmix.evaluation.offline", "calmix.calibration.installed"}, {"calmix.evaluation.harness", "calmix.world.domain"}),
-    *[(script, set(), {"calmix.fetch.hub"}) for script in ("corpus.py", "tokenize_corpus.py", "train_world_model.py", "prune.py",
+    *[(script, set(), {"calmix.fetch.hub"}) for script in ("corpus.py", "tokenize_corpus.py", "train_world_model.py", "prune_and_evaluate.py",
                                                             "generate_pool.py", "select_windows.py", "evaluate.py", "metrics.py")],
     # the world runs in world jobs only (a world source's corpus names it: see the corpus rule)
     ("world_corpus.py", {"calmix.world.domain"}, set()),
@@ -40,7 +41,7 @@ KERNELS = {"calmix.pruning.sparsegpt", "calmix.pruning.wanda", "calmix.pruning.m
     ("select_windows.py", {"calmix.calibration.selection", "calmix.calibration.ngrams"},
      {"calmix.calibration.metrics", "calmix.calibration.selfgen", "calmix.calibration.generation"}),
     # types are not code
-    *[(script, set(), {"calmix.core.records"}) for script in ("prune.py", "shard.py", "evaluate.py")],
+    *[(script, set(), {"calmix.core.records"}) for script in ("prune_and_evaluate.py", "shard.py", "evaluate.py")],
 ])
 def test_scripts_run_the_modules_they_import_transitively(script, runs, not_runs):
     modules = set(library_modules(SCRIPTS / script))
@@ -68,17 +69,31 @@ def test_digest_follows_the_code_not_comments_docstrings_or_layout(tmp_path):
 
 
 def test_library_code_is_a_stable_param():
-    code = library_code(SCRIPTS / "prune.py")
+    code = library_code(SCRIPTS / "prune_and_evaluate.py")
     assert list(code) == sorted(code) and all(len(d) == 16 for d in code.values())
-    assert code == library_code(SCRIPTS / "prune.py")
+    assert code == library_code(SCRIPTS / "prune_and_evaluate.py")
 
 
 def test_a_kernel_loaded_by_name_joins_only_its_own_rule(tmp_path):
     from calmix.pruning import registry
 
-    wanda = set(library_modules(SCRIPTS / "prune.py", registry.modules("wanda-owl")))
+    wanda = set(library_modules(SCRIPTS / "prune_and_evaluate.py", registry.modules("wanda-owl")))
     assert {"calmix.pruning.wanda", "calmix.pruning.owl"} <= wanda
     assert not wanda & {"calmix.pruning.sparsegpt", "calmix.pruning.magnitude"}
+
+
+def test_pruning_and_evaluation_code_digest_apart():
+    """A pruned checkpoint's job runs both, but its prune key digests only the pruning code and its
+    records only the evaluation code (rules/common.smk: pruning_code; evaluate.py): an edit to one
+    never redoes what the other made."""
+    from calmix.core.codehash import PACKAGE_DIR
+
+    pruning = set(library_modules(PACKAGE_DIR / "pruning" / "checkpoints.py", ["calmix.pruning.checkpoints"]))
+    evaluation = set(library_modules(SCRIPTS / "evaluate.py"))
+    assert {"calmix.pruning.driver", "calmix.pruning.checkpoints"} <= pruning
+    assert not {m for m in pruning if m.startswith("calmix.evaluation")}
+    assert {"calmix.evaluation.harness", "calmix.evaluation.checkpoint"} <= evaluation
+    assert not {m for m in evaluation if m.startswith("calmix.pruning")} | {"calmix.evaluation.pruned"} & evaluation
 
 
 def test_select_windows_imports_no_torch():

@@ -35,7 +35,7 @@ def test_world_shape_comes_from_the_config():
 @pytest.mark.workflow
 def test_jobs_by_rule_is_snakemakes_dry_run():
     jobs = jobs_by_rule([str(TINY)])
-    assert jobs["prune"] == 13 and jobs["evaluate_pruned"] == 13 and jobs["evaluate_dense"] == 1
+    assert jobs["prune_and_evaluate"] == 13 and jobs["evaluate_dense"] == 1
 
 
 def test_the_paper_study_needs_two_checkpoints_of_disk_at_once_not_nineteen(tmp_path):

@@ -263,8 +263,8 @@ def metrics(root, model, shards) -> Path:
     from calmix.calibration.metrics import METRICS
 
     path = root / "results" / "metrics" / "world" / "web" / "seed0.json"
-    run_script("metrics.py", input={"shard": shard_path(root, "web"), "model": model}, output=[path],
-               params={"metrics": sorted(METRICS), "model_manifest": "training.json", "device": "cpu"},
+    run_script("metrics.py", input={"shards": [shard_path(root, "web")], "model": model}, output=[path],
+               params={"metrics": sorted(METRICS), "seeds": [0], "model_manifest": "training.json", "device": "cpu"},
                wildcards={"model": "world", "calib": "web", "seed": "0"})
     return path
 
@@ -274,25 +274,8 @@ def pruned_dir(root: Path, method: str, target: str, calib: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pruned(root, model, shards) -> list[Path]:
-    from calmix.pruning import registry
-
-    reports = []
-    for method, target, calib in PRUNED:
-        out = pruned_dir(root, method, target, calib)
-        report = root / "results" / "prune_reports" / "world" / method / target / calib / "seed0.json"
-        run_script("prune.py", input={"model": model, **({"shard": shard_path(root, calib)} if calib != "none" else {})},
-                   output={"checkpoint": out, "report": report},
-                   params={"options": registry.options(method, PRUNING), "dtype": "float32",
-                           "model_manifest": "training.json", "device": "cpu"},
-                   wildcards={"model": "world", "method": method, "target": target, "calib": calib, "seed": "0"})
-        reports += [out / "prune_report.json", report]
-    return reports
-
-
-@pytest.fixture(scope="module")
-def evaluations(root, model, pruned) -> list[Path]:
-    """Eval records of the dense model (a mean and a perplexity dimension) and of a pruned one."""
+def dimensions(root) -> tuple[dict, dict]:
+    """(dimensions, data) of a mean and a perplexity dimension over the world's evaluation items."""
     tasks = {"general": "world_general", "perplexity": "world_perplexity"}
     data = {}
     for dimension, task in tasks.items():
@@ -300,22 +283,47 @@ def evaluations(root, model, pruned) -> list[Path]:
         run_script("world_eval_items.py", output=[items], params={"seed": 0, "n": 6}, wildcards={"task": task})
         data[dimension] = [str(items.relative_to(root))]
     harness = {"batch_size": 8, "limit": 4, "seed": 1234}
-    dimensions = {d: {"tasks": [t], "harness": harness, "task_definitions": {}} for d, t in tasks.items()}
-    method, target, calib = PRUNED[0]
-    runs = [({"model": "world"}, model, "training.json", root / "results/eval/world/dense"),
-            ({"model": "world", "method": method, "target": target, "calib": calib, "seed": "0"},
-             pruned_dir(root, method, target, calib), "prune_report.json",
-             root / f"results/eval/world/{method}/{target}/{calib}/seed0")]
-    paths = []
-    for wildcards, checkpoint, manifest, folder in runs:
-        scores = [folder / f"{d}.json" for d in dimensions]
-        run_script("evaluate.py", input={"model": checkpoint},
-                   output={"scores": scores, "per_item": [folder / f"{d}.items.parquet" for d in dimensions]},
-                   params={"dimensions": dimensions, "data": data, "code": "test", "dtype": "float32",
-                           "model_manifest": manifest, "task_dir": "resources/lm_eval_tasks", "device": "cpu"},
-                   wildcards=wildcards, cwd=root)
-        paths += scores
-    return paths
+    return {d: {"tasks": [t], "harness": harness, "task_definitions": {}} for d, t in tasks.items()}, data
+
+
+def _evaluation_outputs(folder: Path, dimensions: dict) -> dict[str, list[Path]]:
+    return {"scores": [folder / f"{d}.json" for d in dimensions],
+            "per_item": [folder / f"{d}.items.parquet" for d in dimensions]}
+
+
+@pytest.fixture(scope="module")
+def pruned(root, model, shards, dimensions) -> tuple[list[Path], list[Path]]:
+    """(prune reports, eval records) of every pruned set, each made by one prune_and_evaluate job."""
+    from calmix.pruning import registry
+
+    dims, data = dimensions
+    reports, scores = [], []
+    for method, target, calib in PRUNED:
+        out = pruned_dir(root, method, target, calib)
+        report = root / "results" / "prune_reports" / "world" / method / target / calib / "seed0.json"
+        outputs = _evaluation_outputs(root / f"results/eval/world/{method}/{target}/{calib}/seed0", dims)
+        run_script("prune_and_evaluate.py", input={"model": model, **({"shard": shard_path(root, calib)} if calib != "none" else {})},
+                   output={"report": report, **outputs},
+                   params={"checkpoint": str(out), "keep": True, "options": registry.options(method, PRUNING),
+                           "pruning_code": {"test": "0"}, "evaluation_code": "test", "dtype": "float32",
+                           "model_manifest": "training.json", "dimensions": dims, "data": data,
+                           "task_dir": "resources/lm_eval_tasks", "device": "cpu"},
+                   wildcards={"model": "world", "method": method, "target": target, "calib": calib, "seed": "0"}, cwd=root)
+        reports += [out / "prune_report.json", report]
+        scores += outputs["scores"]
+    return reports, scores
+
+
+@pytest.fixture(scope="module")
+def evaluations(root, model, pruned, dimensions) -> list[Path]:
+    """Eval records of the dense model (a mean and a perplexity dimension) and of the first pruned set."""
+    dims, data = dimensions
+    outputs = _evaluation_outputs(root / "results/eval/world/dense", dims)
+    run_script("evaluate.py", input={"model": model}, output=outputs,
+               params={"dimensions": dims, "data": data, "code": "test", "dtype": "float32",
+                       "model_manifest": "training.json", "task_dir": "resources/lm_eval_tasks", "device": "cpu"},
+               wildcards={"model": "world"}, cwd=root)
+    return outputs["scores"] + pruned[1][:len(dims)]
 
 
 @pytest.fixture(scope="module")
@@ -407,7 +415,7 @@ def test_metrics_record(metrics):
 
 
 def test_prune_reports(pruned):
-    for path in pruned:
+    for path in pruned[0]:
         check_file(path, records.PruneReport)
 
 
@@ -435,7 +443,8 @@ def test_prune_model_report():
     report = prune_model(model, windows, 0.5, method="magnitude")
     check(json.loads(json.dumps(report)), records.PruneModelReport)
     assert set(records.PruneReport.__required_keys__) - set(report) == {
-        "target", "shard", "shard_sha256", "dense_model", "verified", "job_wall_time_s", "weights_sha256"
+        "target", "shard", "shard_sha256", "dense_model", "verified", "job_wall_time_s", "weights_sha256",
+        "prune_key",
     }
 
 
@@ -483,7 +492,7 @@ def test_every_listed_key_is_written(corpora, model, tokens, shards, built, metr
         (metrics, records.MetricsRecord),
         (fetched, records.FetchManifest),
         (task_data, records.TaskDataManifest),
-        *[(p, records.PruneReport) for p in pruned],
+        *[(p, records.PruneReport) for p in pruned[0]],
         *[(p, records.EvalRecord) for p in evaluations],
     ]
     for path, record in files:

@@ -40,7 +40,7 @@ def test_dry_run_plans_the_whole_study(tmp_path, config):
     result = snakemake(tmp_path, "-n", configfile=config)
     assert result.returncode == 0, result.stdout + result.stderr
     rules = {rule for rule, _ in planned_jobs(result.stdout)}
-    assert {"shard", "metrics", "prune", "evaluate_pruned", "evaluate_dense", "report"} <= rules
+    assert {"shard", "metrics", "prune_and_evaluate", "evaluate_dense", "report"} <= rules
 
 
 def test_paper_config_plans_every_job_offline(tmp_path):
@@ -53,8 +53,8 @@ def test_paper_config_plans_every_job_offline(tmp_path):
     sets = 15 + 4
     assert counts == {
         "fetch_model": 1, "corpus": 15, "tokenize": 15, "shard": 15, "mix": 1, "generate_pool": 3,
-        "select_windows": 3, "metrics": sets, "metric_table": 1, "prune": sets, "fetch_task_data": 4,
-        "evaluate_dense": 1, "evaluate_pruned": sets, "retention": 1, "correlations": 1, "report": 1,
+        "select_windows": 3, "metrics": sets, "metric_table": 1, "prune_and_evaluate": sets, "fetch_task_data": 4,
+        "evaluate_dense": 1, "retention": 1, "correlations": 1, "report": 1,
     }
     assert not (tmp_path / "results").exists()
 
@@ -191,7 +191,7 @@ def test_tiny_run_writes_the_report_and_every_log(tiny_run):
     assert sorted(p.name for p in (workdir / "results" / "plots" / "scatter").glob("*.png")) == [
         "world_sparsegpt_0.5.png", "world_wanda_0.5.png"]  # magnitude has one set: no correlations
     assert "step 30/30" in (workdir / "logs" / "train_world_model" / "world.log").read_text()
-    assert "layer 2/2" in next((workdir / "logs" / "prune").rglob("*.log")).read_text()
+    assert "layer 2/2" in next((workdir / "logs" / "prune_and_evaluate").rglob("*.log")).read_text()
     scores = sorted((workdir / "results" / "eval").rglob("*.json"))
     assert scores and all(p.with_suffix(".items.parquet").is_file() for p in scores)  # per-item results kept
 
@@ -284,10 +284,9 @@ def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_run, tmp_
         ("corpus", "results/corpora/stories.jsonl"),
         ("tokenize", "results/tokens/world/stories.parquet"),
         *[("shard", f"results/shards/world/stories/seed{s}.parquet") for s in seeds],
-        *[("metrics", f"results/metrics/world/stories/seed{s}.json") for s in seeds],
-        *[("prune", f"results/pruned/world/{m}/{sparsity}/stories/seed{s}") for m in calibrated for s in seeds],
-        *[("evaluate_pruned", f"results/eval/world/{m}/{sparsity}/stories/seed{s}/{dims[0]}.json (update)")
-          for m in calibrated for s in seeds],  # one job per checkpoint, named by its first output
+        ("metrics", f"results/metrics/world/stories/seed{seeds[0]}.json"),  # one job per set, named by its first output
+        *[("prune_and_evaluate", f"results/prune_reports/world/{m}/{sparsity}/stories/seed{s}.json (update)")
+          for m in calibrated for s in seeds],  # one job per checkpoint: prune, score every dimension
         ("metric_table", "results/tables/metrics.csv"),
         ("retention", "results/tables/retention.csv"),
         ("correlations", "results/tables/correlations.csv"),
@@ -310,10 +309,9 @@ def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_run,
     calibrated = [m for m in config["pruning"]["methods"] if m != "magnitude"]
     expected = sorted([
         *[("mix", f"results/shards/world/mix/seed{s}.parquet") for s in seeds],
-        *[("metrics", f"results/metrics/world/mix/seed{s}.json") for s in seeds],
-        *[("prune", f"results/pruned/world/{m}/{sparsity}/mix/seed{s}") for m in calibrated for s in seeds],
-        *[("evaluate_pruned", f"results/eval/world/{m}/{sparsity}/mix/seed{s}/{dims[0]}.json (update)")
-          for m in calibrated for s in seeds],  # one job per checkpoint, named by its first output
+        ("metrics", f"results/metrics/world/mix/seed{seeds[0]}.json"),  # one job per set, named by its first output
+        *[("prune_and_evaluate", f"results/prune_reports/world/{m}/{sparsity}/mix/seed{s}.json (update)")
+          for m in calibrated for s in seeds],  # one job per checkpoint: prune, score every dimension
         ("metric_table", "results/tables/metrics.csv"),
         ("retention", "results/tables/retention.csv"),
         ("correlations", "results/tables/correlations.csv"),

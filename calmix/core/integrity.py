@@ -34,6 +34,17 @@ def weights_sha256(folder: str | Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(Path(folder).glob("*.safetensors"))}
 
 
+def recorded_weights(folder: str | Path, manifest: str | None = None) -> dict[str, str]:
+    """{file: sha256} of a checkpoint's weights as its manifest records them (``manifest``, else the first
+    of CHECKPOINT_MANIFESTS it has), hashed from the files when it has none. Not a check: the job
+    that loads the weights verifies them (verify_checkpoint)."""
+    folder = Path(folder)
+    name = manifest or next((m for m in CHECKPOINT_MANIFESTS if (folder / m).is_file()), None)
+    if name is not None and (folder / name).is_file():
+        return read_json(folder / name)["weights_sha256"]
+    return weights_sha256(folder)
+
+
 def verify_checkpoint(path: str | Path, manifest: str | None = None) -> None:
     """Refuse a calmix-written checkpoint whose weights are missing, truncated, edited or extra.
 

@@ -392,7 +392,8 @@ class PruneReport(PruneModelReport):
     shard_sha256: str | None
     dense_model: str  # what the dense model was loaded from
     verified: VerifiedSparsity
-    job_wall_time_s: float  # the whole job: load, prune, save, reload and verify
+    prune_key: str | None  # calmix.pruning.checkpoints.prune_key: what the weights are valid for
+    job_wall_time_s: float  # load, prune, save, reload and verify
     weights_sha256: WeightsSha256
 
 

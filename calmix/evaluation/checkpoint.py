@@ -1,15 +1,17 @@
 """One checkpoint, every capability dimension: one process and one model load, one record per dimension.
 
-Starting Python, torch, transformers and lm-eval costs about five seconds a process, more than scoring
-a small model on a dimension. So the workflow runs one evaluation job per checkpoint, while each
-dimension keeps its own record (``{dimension}.json`` and ``{dimension}.items.parquet``) and its own
-reruns: a record carries ``evaluation_key``, the digest of everything its numbers depend on (the
-weights' sha256, the dimension's tasks and settings and task definitions, its data files' sha256, the
-evaluating code, lm-eval's version, dtype and device). When the job reruns (something changed for
-some dimension, or a record was deleted), a dimension whose record and per-item file are there with
-the same key is kept as it is; only the others are scored, and the model is loaded only if one is.
-The rule marks these outputs ``update()``, so Snakemake leaves them in place for this (and puts them
-back if the job fails).
+Starting Python, torch, transformers and lm-eval costs about five seconds a process, more than pruning
+and scoring the built-in world's model. So the workflow runs one job per pruned checkpoint, which
+prunes it and scores every dimension (calmix.evaluation.pruned), and one for the dense model
+(evaluate_checkpoint), while each dimension keeps its own record (``{dimension}.json`` and
+``{dimension}.items.parquet``) and its own reruns: a record carries ``evaluation_key``, the digest of
+everything its numbers depend on (the weights' sha256, the dimension's tasks and settings and task
+definitions, its data files' sha256, the evaluating code, lm-eval's version, dtype and device). When a
+job reruns (something changed for some dimension, or a record was deleted), a dimension whose record
+and per-item file are there with the same key is kept as it is; only the others are scored, and the
+model is loaded only if one is. Pruning has its own key the same way (calmix.pruning.checkpoints.prune_key,
+in the prune report). The rules mark these outputs ``update()``, so Snakemake leaves them in place for
+this (and puts them back if the job fails).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from calmix.core.integrity import CHECKPOINT_MANIFESTS, verify_checkpoint, weights_sha256
+from calmix.core.integrity import recorded_weights, verify_checkpoint
 from calmix.core.io import read_json, sha256_file, write_json
 from calmix.evaluation.items import write_items
 from calmix.models.folders import model_folder
@@ -34,10 +36,7 @@ def checkpoint_weights(model_path: str | Path, model_manifest: str | None) -> di
     weights keeps its records)."""
     folder = model_folder(model_path)
     verify_checkpoint(folder, model_manifest)
-    manifest = model_manifest or next((m for m in CHECKPOINT_MANIFESTS if (folder / m).is_file()), None)
-    if manifest is not None:
-        return read_json(folder / manifest)["weights_sha256"]
-    return weights_sha256(folder)
+    return recorded_weights(folder, model_manifest)
 
 
 def evaluation_key(weights: dict[str, str], dimension: dict[str, Any], data: list[str | Path], context: dict[str, Any]) -> str:
@@ -58,6 +57,25 @@ def _current(scores: Path, per_item: Path, key: str) -> bool:
         return read_json(scores).get("evaluation_key") == key
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return False
+
+
+def stale_dimensions(
+    weights: dict[str, str],
+    dimensions: dict[str, dict[str, Any]],
+    outputs: dict[str, tuple[str | Path, str | Path]],
+    *,
+    data: dict[str, list[str | Path]],
+    context: dict[str, Any],
+) -> dict[str, str]:
+    """{dimension: evaluation key} of the dimensions whose record is missing or was made for another key."""
+    stale = {}
+    for name, spec in dimensions.items():
+        key = evaluation_key(weights, spec, data.get(name, []), context)
+        if _current(*map(Path, outputs[name]), key):
+            log.info("dimension %s: record %s is current (evaluation key %s); kept", name, outputs[name][0], key[:12])
+        else:
+            stale[name] = key
+    return stale
 
 
 def evaluate_checkpoint(
@@ -85,21 +103,16 @@ def evaluate_checkpoint(
 
     weights = checkpoint_weights(model_path, model_manifest)
     context = {**context, "dtype": dtype, "device": device}
-    lm, done = None, {}
-    for name, spec in dimensions.items():
-        scores, per_item = map(Path, outputs[name])
-        key = evaluation_key(weights, spec, data.get(name, []), context)
-        if _current(scores, per_item, key):
-            log.info("dimension %s: record %s is current (evaluation key %s); kept", name, scores, key[:12])
-            done[name] = "kept"
-            continue
-        harness = dict(spec["harness"])
+    stale = stale_dimensions(weights, dimensions, outputs, data=data, context=context)
+    lm = None
+    for name, key in stale.items():
+        harness = dict(dimensions[name]["harness"])
         if lm is None:
             lm = load_lm(model_path, device=device, batch_size=harness.get("batch_size", 32), dtype=dtype,
                          model_manifest=model_manifest)
-        result = evaluate(model_path, spec["tasks"], task_dir=task_dir, data_root=data_root, dtype=dtype,
+        result = evaluate(model_path, dimensions[name]["tasks"], task_dir=task_dir, data_root=data_root, dtype=dtype,
                           device=device, dimension=name, model_manifest=model_manifest, lm=lm, **harness)
+        scores, per_item = outputs[name]
         write_items(result.pop("items"), per_item)
         write_json(scores, {**identity, "dimension": name, "evaluation_key": key, "weights_sha256": weights, **result})
-        done[name] = "scored"
-    return done
+    return {name: "scored" if name in stale else "kept" for name in dimensions}

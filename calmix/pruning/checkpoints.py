@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -9,13 +11,14 @@ from typing import Any
 
 import torch
 
-from calmix.core.io import atomic_path
+from calmix.core.integrity import CheckpointError, recorded_weights, verify_checkpoint
+from calmix.core.io import atomic_path, read_json
 from calmix.models.loading import load_model, write_checkpoint_manifest
 from calmix.core.records import PruneReport
 from calmix.pruning import registry, targets
 from calmix.pruning.driver import model_sparsity, prune_model
 from calmix.pruning.masks import PruningError, nm_valid
-from calmix.calibration.shards import read_shard
+from calmix.calibration.shards import read_shard, read_verified
 from calmix.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -45,9 +48,48 @@ def _verify(model, layer_targets: dict[str, float], prunen: int, prunem: int) ->
     return {"sparsity": sum(checked.values()) / max(1, len(checked)), "layers_checked": len(checked), **({"nm_valid": True} if prunem else {})}
 
 
+def prune_key(
+    model_dir: str | Path, shard: str | Path | None, *, method: str, target: str, dtype: str, device: str,
+    code: dict[str, str], model_manifest: str | None = None, skip: list[str] = (), **options: Any,
+) -> str:
+    """The digest a pruned checkpoint is valid for: the dense weights (as their manifest records them),
+    the shard's sha256 (checked against its bytes: a missing or damaged shard stops the job here, named
+    with its rebuild), the method, target, options, dtype, device and the pruning code. Equal keys give
+    equal weights on a CPU, so a job whose report carries the key need not prune again to know them."""
+    return hashlib.sha256(json.dumps({
+        "dense_weights": recorded_weights(model_dir, model_manifest),
+        "shard_sha256": read_verified(shard)[1]["sha256"] if shard is not None else None,
+        "method": method, "target": target, "dtype": dtype, "device": device,
+        "skip": list(skip), "options": options, "code": code,
+    }, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def current_report(path: str | Path, key: str) -> PruneReport | None:
+    """The prune report at path if it was written for this key, else None (missing, older or unreadable)."""
+    try:
+        report = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and report.get("prune_key") == key else None
+
+
+def current_checkpoint(out_dir: str | Path, key: str) -> PruneReport | None:
+    """The report of the checkpoint in out_dir if it was pruned for this key and its weights check out."""
+    report = current_report(Path(out_dir) / "prune_report.json", key)
+    if report is None:
+        return None
+    try:
+        verify_checkpoint(out_dir, "prune_report.json")
+    except CheckpointError as e:
+        log.warning("checkpoint %s fails its check (%s); pruning it again", out_dir, e)
+        return None
+    return report
+
+
 def prune_checkpoint(
     model_dir: str | Path, shard: str | Path | None, out_dir: str | Path, *, method: str, target: str,
-    dtype: str = "float32", device: str = "cpu", skip: list[str] = (), model_manifest: str | None = None, **options: Any,
+    dtype: str = "float32", device: str = "cpu", skip: list[str] = (), model_manifest: str | None = None,
+    key: str | None = None, **options: Any,
 ) -> PruneReport:
     """Prune model_dir (with the shard's windows unless data-free) into out_dir, verified on reload.
 
@@ -56,7 +98,8 @@ def prune_checkpoint(
     checkpoint is dense safetensors with exact zeros (what transformers and vLLM load) plus
     prune_report.json. A checkpoint whose reloaded sparsity is off target is an error, never output.
     ``model_manifest`` is the manifest model_dir must have (``training.json`` for the world model;
-    None for a user's or hub model); the shard is read once, checked against its manifest.
+    None for a user's or hub model); the shard is read once, checked against its manifest. ``key`` is
+    the prune_key the report records.
     """
     start = time.perf_counter()
     sparsity, prunen, prunem = targets.parse(target)
@@ -78,6 +121,7 @@ def prune_checkpoint(
             shard_sha256=shard_manifest["sha256"] if shard is not None else None,
             dense_model=str(model_dir),
             verified=verified,
+            prune_key=key,
             job_wall_time_s=round(time.perf_counter() - start, 2),
         )
         report = write_checkpoint_manifest(tmp, "prune_report.json", **report)
