@@ -59,14 +59,16 @@ FETCHED_GGUF = [m for m in GGUF_MODELS if gguf_origin(config["models"][m]) != "l
 HUB_SOURCES = [s for s, spec in config["calibration"]["sources"].items() if spec["kind"] == "hub"]
 
 
+# Any method label, target and calibration set (rules that narrow them say so: rules/prune.smk).
+ANY_CHECKPOINT = {"method": "[a-z0-9_]+(-[a-z0-9_]+)?", "target": r"0\.\d+|\d+of\d+", "calib": "[^/]+"}
+
+
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
-    calib="[^/]+",
     seed=r"\d+",
-    method="[a-z0-9_]+(-[a-z0-9_]+)?",
-    target=r"0\.\d+|\d+of\d+",
     dimension="[^/]+",
     task="[^/]+",
+    **ANY_CHECKPOINT,
 
 
 def model_dir(model):
@@ -240,9 +242,11 @@ SWEPT = [[method, targets.display(target)] for method, target in plan.settings(c
 KEEP_CHECKPOINTS = plan.keeps_checkpoints(config["pruning"], config["models"])
 
 
-def kept_checkpoint(path):
-    """A pruned checkpoint is an output only where it stays; a temporary one lives inside its job."""
-    return update(directory(path)) if KEEP_CHECKPOINTS else []
+def kept_checkpoints(paths):
+    """A pruned checkpoint is an output only where it stays; a temporary one lives inside its job.
+    Not update(): Snakemake would copy a kept checkpoint aside before every rerun (a 16 GB copy for
+    8B), and a copy left by a killed run stops the next one; a rerun prunes it again instead."""
+    return [directory(path) for path in paths] if KEEP_CHECKPOINTS else []
 
 
 def pruning_code(method):
@@ -261,10 +265,23 @@ def data_free(method):
 
 
 def pruning_inputs(wildcards):
+    """The dense model and, unless the method is data-free, the shard of each seed the job prunes."""
     inputs = {"model": model_dir(wildcards.model)}
     if not data_free(wildcards.method):
-        inputs["shard"] = f"results/shards/{wildcards.model}/{wildcards.calib}/seed{wildcards.seed}.parquet"
+        seeds = [wildcards.seed] if "seed" in wildcards.keys() else SEEDS
+        inputs["shards"] = [f"results/shards/{wildcards.model}/{wildcards.calib}/seed{seed}.parquet" for seed in seeds]
     return inputs
+
+
+# The main block's checkpoints (every set and seed at each of its calibrated settings), which the
+# prune_and_evaluate rule makes one set at a time. Its settings are every method with every target
+# except OWL with N:M, which no block prunes, so constraints on each wildcard alone match exactly them.
+MAIN_SETTINGS = [(m, t) for m, t in plan.settings(config["pruning"]) if not data_free(m)]
+MAIN_BLOCK = {
+    "method": one_of(sorted({m for m, _ in MAIN_SETTINGS})),
+    "target": one_of(sorted({t for _, t in MAIN_SETTINGS})),
+    "calib": one_of(CALIBS),
+}
 
 
 def method_options(wildcards):

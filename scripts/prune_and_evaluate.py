@@ -1,5 +1,6 @@
-"""Prune the dense model (with a calibration shard, unless the method is data-free) and score the pruned
-checkpoint on every capability dimension, one record per dimension; remove it unless it is kept."""
+"""Prune the dense model once per seed (with that seed's calibration shard, unless the method is
+data-free) and score each pruned checkpoint on every capability dimension, one record per dimension;
+remove each checkpoint unless it is kept."""
 
 from pathlib import Path
 
@@ -10,26 +11,30 @@ from calmix.pruning.targets import display
 
 setup_logging(snakemake.log[0], snakemake.threads)
 return_freed_memory_to_os()
-w, params = snakemake.wildcards, snakemake.params
+w, params, output = snakemake.wildcards, snakemake.params, snakemake.output
+shards = getattr(snakemake.input, "shards", [None] * len(params.seeds))
+records = list(zip(output.scores, output.per_item))  # seed by seed, each seed's dimensions in order
+per_seed = len(params.dimensions)
 with compute_device(params.device) as device:
-    prune_and_evaluate(
-        snakemake.input.model,
-        getattr(snakemake.input, "shard", None),
-        params.checkpoint,
-        snakemake.output.report,
-        keep=params.keep,
-        method=w.method,
-        target=w.target,
-        pruning_code=params.pruning_code,
-        options=params.options,
-        model_manifest=params.model_manifest,  # training.json for the world model (common.smk)
-        dtype=params.dtype,
-        device=device,
-        dimensions=params.dimensions,  # {dimension: tasks, harness settings, task definitions} (common.smk: evaluation_spec)
-        outputs=dict(zip(params.dimensions, zip(snakemake.output.scores, snakemake.output.per_item))),
-        data=params.data,
-        identity={"model": w.model, "method": w.method, "sparsity": display(w.target), "calib": w.calib, "seed": int(w.seed)},
-        context={"code": params.evaluation_code},
-        task_dir=Path(snakemake.scriptdir).parent / params.task_dir,
-        data_root=Path.cwd(),
-    )
+    for i, seed in enumerate(params.seeds):
+        prune_and_evaluate(
+            snakemake.input.model,
+            shards[i],
+            params.checkpoints[i],
+            output.reports[i],
+            keep=params.keep,
+            method=w.method,
+            target=w.target,
+            pruning_code=params.pruning_code,
+            options=params.options,
+            model_manifest=params.model_manifest,  # training.json for the world model (common.smk)
+            dtype=params.dtype,
+            device=device,
+            dimensions=params.dimensions,  # {dimension: tasks, harness settings, task definitions} (common.smk: evaluation_spec)
+            outputs=dict(zip(params.dimensions, records[i * per_seed:(i + 1) * per_seed])),
+            data=params.data,
+            identity={"model": w.model, "method": w.method, "sparsity": display(w.target), "calib": w.calib, "seed": int(seed)},
+            context={"code": params.evaluation_code},
+            task_dir=Path(snakemake.scriptdir).parent / params.task_dir,
+            data_root=Path.cwd(),
+        )

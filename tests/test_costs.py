@@ -35,7 +35,7 @@ def test_world_shape_comes_from_the_config():
 @pytest.mark.workflow
 def test_jobs_by_rule_is_snakemakes_dry_run():
     jobs = jobs_by_rule([str(TINY)])
-    assert jobs["prune_and_evaluate"] == 13 and jobs["evaluate_dense"] == 1
+    assert jobs["prune_and_evaluate"] == 6 and jobs["prune_and_evaluate_seed"] == 1 and jobs["evaluate_dense"] == 1
 
 
 def test_the_paper_study_needs_two_checkpoints_of_disk_at_once_not_nineteen(tmp_path):
@@ -49,4 +49,4 @@ def test_the_paper_study_needs_two_checkpoints_of_disk_at_once_not_nineteen(tmp_
     temporary, kept = plan([paper], jobs=2), plan([paper, str(keep)], jobs=2)
     assert "disk: checkpoints temporary: peak 29.9 GiB, final 0.0 GiB" in temporary
     assert "disk: checkpoints kept: peak 284.2 GiB, final 284.2 GiB" in kept
-    assert "prune                    19      19" in temporary
+    assert "prune_and_evaluate       19      19" in temporary

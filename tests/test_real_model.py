@@ -31,7 +31,7 @@ def real_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_second_run(tmp_path_factory) -> Path:
-    return _run(tmp_path_factory.mktemp("real-second"), "--until", "prune_and_evaluate", "metric_table")
+    return _run(tmp_path_factory.mktemp("real-second"), "--until", "prune_and_evaluate", "prune_and_evaluate_seed", "metric_table")
 
 
 def test_the_real_study_writes_its_typed_records(real_run):

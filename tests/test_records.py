@@ -302,9 +302,9 @@ def pruned(root, model, shards, dimensions) -> tuple[list[Path], list[Path]]:
         out = pruned_dir(root, method, target, calib)
         report = root / "results" / "prune_reports" / "world" / method / target / calib / "seed0.json"
         outputs = _evaluation_outputs(root / f"results/eval/world/{method}/{target}/{calib}/seed0", dims)
-        run_script("prune_and_evaluate.py", input={"model": model, **({"shard": shard_path(root, calib)} if calib != "none" else {})},
-                   output={"report": report, **outputs},
-                   params={"checkpoint": str(out), "keep": True, "options": registry.options(method, PRUNING),
+        run_script("prune_and_evaluate.py", input={"model": model, **({"shards": [shard_path(root, calib)]} if calib != "none" else {})},
+                   output={"reports": [report], **outputs},
+                   params={"seeds": [0], "checkpoints": [str(out)], "keep": True, "options": registry.options(method, PRUNING),
                            "pruning_code": {"test": "0"}, "evaluation_code": "test", "dtype": "float32",
                            "model_manifest": "training.json", "dimensions": dims, "data": data,
                            "task_dir": "resources/lm_eval_tasks", "device": "cpu"},

@@ -110,10 +110,10 @@ def test_profile_gives_every_job_a_runtime_and_names_no_partition_or_account(tmp
 
 GPU_SNAKEFILE = """
 rule all:
-    input: "prune.txt", "gpu.txt", "cpu.txt"
+    input: "prune_and_evaluate.txt", "gpu.txt", "cpu.txt"
 
-rule prune:  # named as a workflow GPU rule, so the profile adds CALMIX_SLURM_GPU_MODEL
-    output: "prune.txt"
+rule prune_and_evaluate:  # named as a workflow GPU rule, so the profile adds CALMIX_SLURM_GPU_MODEL
+    output: "prune_and_evaluate.txt"
     resources: gpu=1
     shell: "printf %s ${{CUDA_VISIBLE_DEVICES-none}} > {output}"
 
@@ -136,10 +136,10 @@ def test_gpu_jobs_get_the_gpu_and_cpu_jobs_none(cluster, tmp_path):
     workdir.mkdir()
     result = on_slurm(workdir, snakefile=snakefile, env={**os.environ, "CALMIX_SLURM_GPU_MODEL": "fake"})
     assert result.returncode == 0, result.stderr[-5000:]
-    assert {name: (workdir / f"{name}.txt").read_text() for name in ("prune", "gpu", "cpu")} == {
-        "prune": "0", "gpu": "0", "cpu": "none"}
+    assert {name: (workdir / f"{name}.txt").read_text() for name in ("prune_and_evaluate", "gpu", "cpu")} == {
+        "prune_and_evaluate": "0", "gpu": "0", "cpu": "none"}
     requests = {job["rule"]: job["gpus"] for job in slurm_jobs(workdir)}
-    assert requests == {"prune": "gres:gpu:fake:1", "gpu": "gres:gpu:1", "cpu": ""}
+    assert requests == {"prune_and_evaluate": "gres:gpu:fake:1", "gpu": "gres:gpu:1", "cpu": ""}
 
 
 @pytest.fixture(scope="module")

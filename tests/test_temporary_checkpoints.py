@@ -13,7 +13,7 @@ pytestmark = pytest.mark.workflow
 CHECKPOINT = "results/pruned/world/wanda/0.5/web/seed0"
 REPORT = "results/prune_reports/world/wanda/0.5/web/seed0.json"
 EVALS = [f"results/eval/world/wanda/0.5/web/seed0/{d}.json" for d in ("general", "perplexity")]
-LOG = "logs/prune_and_evaluate/world/wanda/0.5/web/seed0.log"
+LOG = "logs/prune_and_evaluate/world/wanda/0.5/web.log"  # the set's job: seeds 0 and 1
 
 
 def _config(workdir, **general):

@@ -68,7 +68,6 @@ def test_a_deleted_prune_report_is_named_and_the_next_run_prunes_the_checkpoint_
 
 
 def test_a_shard_deleted_while_its_prune_runs_ends_in_the_integrity_message(finished):
-    weights = (finished / PRUNED / "model.safetensors").read_bytes()
     scripts = finished / ".snakemake" / "scripts"
     before = set(scripts.glob("*")) if scripts.is_dir() else set()
     proc = subprocess.Popen(snakemake_command(finished, PRUNED, "--forcerun", PRUNED, configfile=TINY), cwd=finished,
@@ -81,10 +80,10 @@ def test_a_shard_deleted_while_its_prune_runs_ends_in_the_integrity_message(fini
     (finished / SHARD).unlink()  # the job's script is written; Python has yet to import torch and read it
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode != 0
-    log = (finished / "logs/prune_and_evaluate/world/sparsegpt/0.5/web/seed0.log").read_text()
+    log = (finished / "logs/prune_and_evaluate/world/sparsegpt/0.5/web.log").read_text()
     assert f"{SHARD} is missing; rebuild it: run snakemake again with `--forcerun {SHARD}`" in stderr + log
     assert "FileNotFoundError" not in stderr + log
-    assert (finished / PRUNED / "model.safetensors").read_bytes() == weights  # the kept checkpoint, restored by Snakemake
+    assert not (finished / PRUNED).exists()
 
 
 def test_the_verify_rule_runs_calmix_verify_on_results(finished):

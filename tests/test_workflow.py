@@ -285,8 +285,8 @@ def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_run, tmp_
         ("tokenize", "results/tokens/world/stories.parquet"),
         *[("shard", f"results/shards/world/stories/seed{s}.parquet") for s in seeds],
         ("metrics", f"results/metrics/world/stories/seed{seeds[0]}.json"),  # one job per set, named by its first output
-        *[("prune_and_evaluate", f"results/prune_reports/world/{m}/{sparsity}/stories/seed{s}.json (update)")
-          for m in calibrated for s in seeds],  # one job per checkpoint: prune, score every dimension
+        *[("prune_and_evaluate", f"results/prune_reports/world/{m}/{sparsity}/stories/seed{seeds[0]}.json (update)")
+          for m in calibrated],  # one job per set and setting: prune and score each seed
         ("metric_table", "results/tables/metrics.csv"),
         ("retention", "results/tables/retention.csv"),
         ("correlations", "results/tables/correlations.csv"),
@@ -310,8 +310,8 @@ def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_run,
     expected = sorted([
         *[("mix", f"results/shards/world/mix/seed{s}.parquet") for s in seeds],
         ("metrics", f"results/metrics/world/mix/seed{seeds[0]}.json"),  # one job per set, named by its first output
-        *[("prune_and_evaluate", f"results/prune_reports/world/{m}/{sparsity}/mix/seed{s}.json (update)")
-          for m in calibrated for s in seeds],  # one job per checkpoint: prune, score every dimension
+        *[("prune_and_evaluate", f"results/prune_reports/world/{m}/{sparsity}/mix/seed{seeds[0]}.json (update)")
+          for m in calibrated],  # one job per set and setting: prune and score each seed
         ("metric_table", "results/tables/metrics.csv"),
         ("retention", "results/tables/retention.csv"),
         ("correlations", "results/tables/correlations.csv"),

@@ -14,7 +14,7 @@ from typing import Any
 
 from calmix.core.io import write_json
 from calmix.evaluation.checkpoint import evaluate_checkpoint, stale_dimensions
-from calmix.pruning.checkpoints import current_checkpoint, current_report, prune_checkpoint, prune_key
+from calmix.pruning.checkpoints import current_report, prune_checkpoint, prune_key
 
 log = logging.getLogger(__name__)
 
@@ -35,31 +35,30 @@ def prune_and_evaluate(
     device: str,
     **evaluation: Any,
 ) -> dict[str, str]:
-    """One pruned checkpoint from dense model to records, in one process: prune it (unless it is kept
-    and current), score the dimensions whose records are not current, and remove it unless ``keep``.
+    """One pruned checkpoint from dense model to records, in one process: prune it, score the
+    dimensions whose records are not current, and remove it unless ``keep``.
 
     The prune report (at report_path, kept either way) carries the prune key (calmix.pruning.checkpoints)
-    and the weights' sha256. A report with the current key says what pruning would produce, so when
-    every record is current under those weights nothing is pruned or loaded: a rerun for one edited
-    dimension costs that dimension, plus one prune where the checkpoint is temporary. ``evaluation`` is
-    evaluate_checkpoint's keyword arguments (dimensions, outputs, data, identity, context, task_dir, data_root).
+    and the weights' sha256. A report with the current key says what pruning would produce, so when a
+    temporary checkpoint's records are all current under those weights nothing is pruned or loaded. A
+    kept checkpoint is a Snakemake output, removed before its job reruns (rules/common.smk:
+    kept_checkpoints), so it is always pruned. ``evaluation`` is evaluate_checkpoint's keyword
+    arguments (dimensions, outputs, data, identity, context, task_dir, data_root).
     """
     key = prune_key(model_dir, shard, method=method, target=target, dtype=dtype, device=device, code=pruning_code,
                     model_manifest=model_manifest, **options)
     try:
-        kept = current_checkpoint(checkpoint, key) if keep else None
-        if kept is None:
-            report = current_report(report_path, key)
-            context = {**evaluation["context"], "dtype": dtype, "device": device}
-            if report is not None and not keep and not stale_dimensions(
-                    report["weights_sha256"], evaluation["dimensions"], evaluation["outputs"],
-                    data=evaluation["data"], context=context):
-                log.info("%s: every record is current for prune key %s; nothing pruned", checkpoint, key[:12])
-                return {name: "kept" for name in evaluation["dimensions"]}
-            kept = prune_checkpoint(model_dir, shard, checkpoint, method=method, target=target, dtype=dtype,
-                                    device=device, model_manifest=model_manifest, key=key, **options)
-        if current_report(report_path, key) != kept:
-            write_json(report_path, kept)
+        report = current_report(report_path, key)
+        context = {**evaluation["context"], "dtype": dtype, "device": device}
+        if report is not None and not keep and not stale_dimensions(
+                report["weights_sha256"], evaluation["dimensions"], evaluation["outputs"],
+                data=evaluation["data"], context=context):
+            log.info("%s: every record is current for prune key %s; nothing pruned", checkpoint, key[:12])
+            return {name: "kept" for name in evaluation["dimensions"]}
+        pruned = prune_checkpoint(model_dir, shard, checkpoint, method=method, target=target, dtype=dtype,
+                                  device=device, model_manifest=model_manifest, key=key, **options)
+        if report != pruned:
+            write_json(report_path, pruned)
         return evaluate_checkpoint(checkpoint, dtype=dtype, device=device, model_manifest="prune_report.json",
                                    **evaluation)
     finally:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from calmix.core.integrity import CheckpointError, recorded_weights, verify_checkpoint
+from calmix.core.integrity import recorded_weights
 from calmix.core.io import atomic_path, read_json
 from calmix.models.loading import load_model, write_checkpoint_manifest
 from calmix.core.records import PruneReport
@@ -71,19 +71,6 @@ def current_report(path: str | Path, key: str) -> PruneReport | None:
     except (OSError, ValueError):
         return None
     return report if isinstance(report, dict) and report.get("prune_key") == key else None
-
-
-def current_checkpoint(out_dir: str | Path, key: str) -> PruneReport | None:
-    """The report of the checkpoint in out_dir if it was pruned for this key and its weights check out."""
-    report = current_report(Path(out_dir) / "prune_report.json", key)
-    if report is None:
-        return None
-    try:
-        verify_checkpoint(out_dir, "prune_report.json")
-    except CheckpointError as e:
-        log.warning("checkpoint %s fails its check (%s); pruning it again", out_dir, e)
-        return None
-    return report
 
 
 def prune_checkpoint(
