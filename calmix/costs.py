@@ -176,9 +176,10 @@ def plan(configfiles: list[str], jobs: int) -> str:
     checkpoints = pruning_plan.checkpoints(config["pruning"], calibs, cal["seeds"], baseline)
     keep = pruning_plan.keeps_checkpoints(config["pruning"], config["models"])
     eval_tokens, unknown = evaluation_tokens(config)
-    lines = [f"Study: {' '.join(configfiles)}", "", f"{'rule':<20}{'jobs':>7}{'to run':>8}"]
-    lines += [f"{rule:<20}{n:>7}{left.get(rule, 0):>8}" for rule, n in rules.items()]
-    lines.append(f"{'total':<20}{sum(rules.values()):>7}{sum(left.values()):>8}")
+    width = max(map(len, [*rules, "total"])) + 1
+    lines = [f"Study: {' '.join(configfiles)}", "", f"{'rule':<{width}}{'jobs':>7}{'to run':>8}"]
+    lines += [f"{rule:<{width}}{n:>7}{left.get(rule, 0):>8}" for rule, n in rules.items()]
+    lines.append(f"{'total':<{width}}{sum(rules.values()):>7}{sum(left.values()):>8}")
     for model in config["models"]:
         arch = architecture(config, model)
         lines.append("")
