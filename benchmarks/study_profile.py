@@ -55,11 +55,12 @@ def main() -> None:
     stamps = [datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y") for m in map(STAMP.match, lines) if m]
     total = sum(sum(t) for t in times.values())
     print(f"{log}: {sum(map(len, times.values()))} jobs")
-    print(f"{'rule':<18}{'jobs':>6}{'job s':>10}{'mean s':>9}{'share':>8}")
+    width = max(map(len, [*times, "total"])) + 1
+    print(f"{'rule':<{width}}{'jobs':>6}{'job s':>10}{'mean s':>9}{'share':>8}")
     for rule, t in sorted(times.items(), key=lambda kv: -sum(kv[1])):
-        print(f"{rule:<18}{len(t):>6}{sum(t):>10.0f}{sum(t) / len(t):>9.1f}{sum(t) / total:>8.1%}")
+        print(f"{rule:<{width}}{len(t):>6}{sum(t):>10.0f}{sum(t) / len(t):>9.1f}{sum(t) / total:>8.1%}")
     wall = (stamps[-1] - stamps[0]).total_seconds() if stamps else 0.0
-    print(f"{'total':<18}{sum(map(len, times.values())):>6}{total:>10.0f}")
+    print(f"{'total':<{width}}{sum(map(len, times.values())):>6}{total:>10.0f}")
     if wall:
         print(f"wall {wall:.0f} s ({wall / 60:.1f} min); jobs running at once, on average: {total / wall:.2f}")
 
