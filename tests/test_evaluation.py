@@ -678,3 +678,38 @@ def test_a_pruned_checkpoint_job_prunes_only_what_its_key_or_a_stale_record_need
     assert outputs[task][1].read_bytes() == items  # same weights and settings, same scores
     assert run(keep=True, limit=6, code="2") == {task: "kept"} and len(prunes) == 4  # new key, same weights
     assert json.loads(report.read_text())["prune_key"] != first["prune_key"]
+
+
+def _task_objects(world, names: list[str], shots: int) -> tuple[object, list]:
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_defaults=False)
+    objects = []
+    for name in names:
+        [obj] = manager.load([load_task_config(name, TASK_DIR, world["root"])])["tasks"].values()
+        obj.set_config(key="num_fewshot", value=shots)
+        objects.append(obj)
+    return manager, objects
+
+
+def test_run_lm_eval_scores_as_simple_evaluate_does(world):
+    """calmix calls lm-eval's evaluate() directly (simple_evaluate also probes pip and git after
+    scoring); lm-eval's simple_evaluate with the same seeds is the oracle: the same prompts with the
+    same shots, the same answers, the same metrics."""
+    from lm_eval.evaluator import simple_evaluate
+
+    from calmix.evaluation.harness import _run_lm_eval, load_lm
+
+    lm = load_lm(world["model"], batch_size=8)
+    names, seed = ["world_general", "world_math"], 7
+    manager, objects = _task_objects(world, names, shots=2)
+    ours = _run_lm_eval(lm, manager, objects, limit=4, samples=None, seed=seed, confirm_run_unsafe_code=False)
+    _, objects = _task_objects(world, names, shots=2)
+    theirs = simple_evaluate(model=lm, tasks=objects, limit=4, random_seed=seed, numpy_random_seed=seed,
+                             torch_random_seed=seed, fewshot_random_seed=seed)
+    assert ours["results"] == theirs["results"]
+    for name in names:
+        fields = [[(s["doc_id"], s["arguments"], s["resps"], s["filtered_resps"]) for s in run["samples"][name]]
+                  for run in (ours, theirs)]
+        assert fields[0] == fields[1] and len(fields[0]) == 4
+        assert all(r"\n\n" in str(args) for _, args, _, _ in fields[0])  # the shots are in the prompts (repr'd)
