@@ -46,6 +46,7 @@ localrules:
     all,
     world_corpus,
     world_eval_items,
+    heldout_check,
     shard,
     mix,
     metric_table,

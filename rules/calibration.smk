@@ -97,6 +97,7 @@ rule generate_pool:
         size=lambda wc: self_generation(wc)["size"],
         generation=lambda wc: self_generation(wc)["generation"],
         batch_size=lambda wc: self_generation(wc)["batch_size"],
+        score_batch_size=lambda wc: self_generation(wc)["score_batch_size"],
         seqlen=config["calibration"]["seqlen"],
         dtype=lambda wc: config["models"][wc.model]["dtype"],
         model_manifest=lambda wc: required_manifest(wc.model),

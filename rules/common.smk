@@ -4,7 +4,7 @@ import re
 import sys
 from pathlib import Path
 
-from calmix.core import codehash
+from calmix.core import codehash, versions
 from calmix.evaluation import tasks as lm_tasks
 from calmix.config import ConfigError, error_line, read_config_files, validate_config
 from calmix.config.kinds import gguf_origin
@@ -44,6 +44,9 @@ DEVICE = config["device"]
 GPU = int(DEVICE == "cuda")
 DIMENSIONS = list(config["evaluation"]["dimensions"])
 TASK_DIR = "resources/lm_eval_tasks"  # relative to the repository: params never name where it is checked out
+# The versions of torch, transformers and lm-eval: a param of the jobs that prune and score, so that an
+# upgrade reruns them; inside, each record's key holds the versions the job ran (calmix.core.versions).
+STACK = versions.package_versions(versions.EVALUATION)
 # lm-eval settings shared by every evaluation job; the code-execution opt-in only when given, so
 # studies without it keep their params (and their finished evaluations).
 HARNESS = {
@@ -173,8 +176,10 @@ def harness(dimension):
         settings["limit"] = spec["limit"]
     if spec.get("task_limits"):
         settings["task_limits"] = spec["task_limits"]
-    if spec.get("num_fewshot", 0):
+    if spec.get("num_fewshot") is not None:  # unset: each task's own YAML; 0 is a setting (gsm8k's YAML says 5)
         settings["num_fewshot"] = spec["num_fewshot"]
+    if spec.get("task_num_fewshot"):
+        settings["task_num_fewshot"] = spec["task_num_fewshot"]
     if spec.get("metric"):
         settings["metric"] = spec["metric"]
     return settings
@@ -206,14 +211,27 @@ def items_versions(wildcards):
     return {p: package_version(p) for p in packages}
 
 
+def items_file(task):
+    """The items calmix writes for a task: the world's held-out items, or those built offline."""
+    return f"results/world/eval/{task}.jsonl" if task.startswith("world_") else f"results/eval/items/{task}.jsonl"
+
+
+# The study's tasks that score held-out text by perplexity: rule heldout_check proves, before any
+# evaluation, that no calibration source holds one of their items.
+HELDOUT_TASKS = lm_tasks.heldout_text_tasks(
+    sorted({t for d in config["evaluation"]["dimensions"].values() for t in d["tasks"]}), Path(workflow.basedir) / TASK_DIR
+)
+HELDOUT_CHECK = ["results/eval/heldout_check.json"] if HELDOUT_TASKS else []
+
+
 def task_data(dimension=None):
-    """What a dimension's evaluation reads (every dimension's, without one): the world's held-out
-    items, items built offline, or the fetched task data."""
+    """What a dimension's evaluation reads (every dimension's, without one, and the held-out check
+    every evaluation waits for): the world's held-out items, items built offline, or the fetched task data."""
     if dimension is None:
-        return sorted({path for d in DIMENSIONS for path in task_data(d)})
+        return sorted({path for d in DIMENSIONS for path in task_data(d)}) + HELDOUT_CHECK
     tasks = config["evaluation"]["dimensions"][dimension]["tasks"]
-    data = [f"results/world/eval/{t}.jsonl" for t in tasks if t.startswith("world_")]
-    data += [f"results/eval/items/{t}.jsonl" for t in tasks if items_spec(t)]
+    data = [items_file(t) for t in tasks if t.startswith("world_")]
+    data += [items_file(t) for t in tasks if items_spec(t)]
     return data + ([f"results/eval/data/{dimension}.json"] if builtin_tasks(dimension) else [])
 
 

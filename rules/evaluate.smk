@@ -3,7 +3,9 @@
 # and is rescored only when its evaluation key changes (calmix.evaluation.checkpoint), hence update():
 # Snakemake leaves the records.
 # Items of tasks whose YAML names an offline builder (HumanEval, arithmetic, held-out text) are
-# written once per task.
+# written once per task. Every evaluation waits for the held-out check (task_data): no item of a
+# held-out text task may overlap a document of any calibration source; a mix draws its windows from
+# the sources' shards, so none holds one either.
 
 
 rule task_items:
@@ -22,6 +24,24 @@ rule task_items:
         "../scripts/task_items.py"
 
 
+rule heldout_check:
+    input:
+        heldout=[items_file(t) for t in HELDOUT_TASKS],
+        corpora=expand("results/corpora/{calib}.jsonl", calib=SOURCES),
+    output:
+        "results/eval/heldout_check.json",
+    params:
+        code=library_code("heldout_check.py"),
+        tasks=HELDOUT_TASKS,
+        sources=SOURCES,
+    conda:
+        "../envs/calmix.yaml"
+    log:
+        "logs/heldout_check.log",
+    script:
+        "../scripts/heldout_check.py"
+
+
 rule evaluate_dense:
     input:
         model=lambda wc: model_dir(wc.model),
@@ -37,6 +57,7 @@ rule evaluate_dense:
         model_manifest=lambda wc: required_manifest(wc.model),
         task_dir=TASK_DIR,
         device=DEVICE,
+        versions=STACK,
     resources:
         gpu=GPU,
         mem_mb=lambda wc, input: model_mem_mb(wc.model, input.size_mb),

@@ -11,6 +11,8 @@ rule metrics:  # one job per calibration set: its seeds' shards scored with one 
         code=library_code("metrics.py"),
         metrics=config["metrics"],
         seeds=SEEDS,
+        batch_size=config["calibration"]["metrics_batch_size"],
+        dtype=lambda wc: config["models"][wc.model]["dtype"],
         model_manifest=lambda wc: required_manifest(wc.model),
         device=DEVICE,
     resources:

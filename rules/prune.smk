@@ -32,6 +32,7 @@ rule prune_and_evaluate:  # every seed of a set at a main-block setting
         model_manifest=lambda wc: required_manifest(wc.model),
         task_dir=TASK_DIR,
         device=DEVICE,
+        versions=STACK,
     resources:
         gpu=GPU,
         mem_mb=lambda wc, input: model_mem_mb(wc.model, input.size_mb),

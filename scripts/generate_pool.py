@@ -21,7 +21,7 @@ with compute_device(p.device) as device:
     pool, scores, record = generate_pool(
         p.kind, model.to(device), size=p.size, seqlen=p.seqlen,
         seed=int(snakemake.wildcards.seed), bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id,
-        batch_size=p.batch_size, documents=documents, **p.generation,
+        batch_size=p.batch_size, score_batch_size=p.score_batch_size, documents=documents, **p.generation,
     )
 write_pool(pool, scores, snakemake.output.pool, {**record, "knobs": p.generation, "name": snakemake.wildcards.calib})
 logging.info("%s (%s): %d candidates x %d tokens, median perplexity %.3g, median 4-gram aggregation %.3g",

@@ -10,9 +10,10 @@ from calmix.models.tokenizer import load_tokenizer
 
 setup_logging(snakemake.log[0], snakemake.threads)
 w = snakemake.wildcards
-with compute_device(snakemake.params.device) as device:
-    model = load_model(snakemake.input.model, manifest=snakemake.params.model_manifest).to(device)
+p = snakemake.params
+with compute_device(p.device) as device:
+    model = load_model(snakemake.input.model, p.dtype, manifest=p.model_manifest).to(device)
     tokenizer = load_tokenizer(snakemake.input.model)
-    for seed, shard, out in zip(snakemake.params.seeds, snakemake.input.shards, snakemake.output):
-        values = compute_metrics(load_windows(shard), snakemake.params.metrics, tokenizer, model)
+    for seed, shard, out in zip(p.seeds, snakemake.input.shards, snakemake.output):
+        values = compute_metrics(load_windows(shard), p.metrics, tokenizer, model, p.batch_size)
         write_json(out, {"model": w.model, "calib": w.calib, "seed": int(seed), **values})

@@ -189,6 +189,8 @@ BAD = [
      "200 shots cannot be drawn for world_general, which has world.eval_items = 200 items and draws each item's shots from the other 199; lower num_fewshot to at most 199"),
     ({"world__eval_items": 24, "evaluation__dimensions": {"g": {"tasks": ["world_math"], "num_fewshot": 30, "limit": 5}}},
      "evaluation.dimensions.g.num_fewshot", "at most 23 or raise world.eval_items"),
+    ({"world__eval_items": 24, "evaluation__dimensions": {"g": {"tasks": ["world_general", "world_math"], "num_fewshot": 2, "task_num_fewshot": {"world_math": 30}}}},
+     "evaluation.dimensions.g.task_num_fewshot.world_math", "30 shots cannot be drawn for world_math"),
     ({"calibration__sources": {"x": world(docs=40, sampling="documents")}}, "calibration.sources.x.docs", "40 documents cannot fill calibration.nsamples = 64 windows with sampling: documents"),
     ({"calibration__sampling": "documents", "calibration__sources": {"x": local(max_docs=10)}}, "calibration.sources.x.max_docs", "raise max_docs to at least 64 or use sampling: windows"),
     ({"pruning__structures": ["2:4"], "pruning__blocksize": 126}, "pruning.blocksize", "126 is not a multiple of 4, which structure '2:4' needs"),
@@ -202,6 +204,8 @@ BAD = [
     ({"pruning__owl_m": 0}, "pruning.owl_m", "0 must be > 0"),
     ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "task_limits": {"world_math": 5}}}}, "evaluation.dimensions.g.task_limits.world_math", "'world_math' is not a task of this dimension. Its tasks: world_general"),
     ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "task_limits": {"world_general": 0}}}}, "evaluation.dimensions.g.task_limits.world_general", "0 must be >= 1"),
+    ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "task_num_fewshot": {"world_math": 5}}}}, "evaluation.dimensions.g.task_num_fewshot.world_math", "'world_math' is not a task of this dimension. Its tasks: world_general"),
+    ({"evaluation__dimensions": {"g": {"tasks": ["world_general"], "task_num_fewshot": {"world_general": -1}}}}, "evaluation.dimensions.g.task_num_fewshot.world_general", "-1 must be >= 0"),
     ({"pruning__compare": [{"calibrations": ["nope"]}]}, "pruning.compare[0].calibrations[0]", "'nope' is not a calibration source or builder"),
     ({"pruning__compare": [{}, {"seeds": [7]}]}, "pruning.compare[1].seeds[0]", "7 is not one of calibration.seeds [0]"),
     ({"pruning__compare": [{"profiles": ["owl"], "structures": ["2:4"]}]}, "pruning.compare[0].profiles", "pruning.compare[0].structures has no 'unstructured'"),
@@ -302,6 +306,7 @@ def test_yaml_reads_the_coerced_inputs_as_the_tests_assume():
         {"calibration__seqlen": 256},
         {"world__train": {"seqlen": 256}},
         {"world__eval_items": 24, "evaluation__dimensions": {"g": {"tasks": ["world_general"], "num_fewshot": 23, "limit": 5}}},
+        {"world__eval_items": 24, "evaluation__dimensions": {"g": {"tasks": ["world_general", "world_math"], "num_fewshot": 30, "task_num_fewshot": {"world_general": 23, "world_math": 0}}}},
         {"world__eval_items": 2, "evaluation__dimensions": {"p": {"tasks": ["world_perplexity"], "num_fewshot": 5}}},  # takes no shots
         {"calibration__sources": {"x": world(docs=64, sampling="documents")}},
         {"pruning__structures": ["2:4", "4:8"], "pruning__blocksize": 64},
@@ -447,9 +452,9 @@ def test_code_executing_tasks_need_the_opt_in():
     assert config["evaluation"]["allow_code_execution"] is True
 
 
-def test_dimension_settings_default_to_zero_shots_the_global_limit_and_primary_metrics():
+def test_dimension_settings_default_to_each_tasks_own_shots_the_global_limit_and_primary_metrics():
     config = validate_config(_config())
-    assert config["evaluation"]["dimensions"]["general"] == {"tasks": ["world_general"], "num_fewshot": 0, "metric": {}}
+    assert config["evaluation"]["dimensions"]["general"] == {"tasks": ["world_general"], "metric": {}}
     dims = {
         "commonsense": {"tasks": ["world_commonsense"], "num_fewshot": 5, "limit": 50, "metric": {"world_commonsense": "acc_norm,none"}},
         "math": {"tasks": ["world_math"], "limit": None},

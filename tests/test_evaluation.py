@@ -259,7 +259,8 @@ def test_evaluate_tiny_llama(world, tiny_result):
     settings = res["settings"]
     assert settings["batch_size"] == 8 and settings["limit"] is None and settings["seed"] == 1234
     assert settings["dtype"] == "float32" and settings["device"] == "cpu"
-    assert settings["num_fewshot"] == 0 and settings["metric"] == {}
+    assert settings["num_fewshot"] is None and settings["metric"] == {} and "task_num_fewshot" not in settings
+    assert {s["num_fewshot"] for s in res["tasks"].values()} == {0}  # the world's YAMLs say 0
     assert all(r["weight"] == 1.0 for r in res["items"])
     assert settings["lm_eval_version"].startswith("0.4")
     assert set(settings["task_versions"]) == set(TASKS)
@@ -470,6 +471,7 @@ def test_num_fewshot_puts_other_items_before_each_item(world, monkeypatch, shots
     monkeypatch.setattr(hf, "HFLM", _recording_lm_class(contexts))
     res = evaluate("fake-model", ["world_general"], task_dir=TASK_DIR, data_root=world["root"], num_fewshot=shots, limit=5)
     assert res["settings"]["num_fewshot"] == shots and res["settings"]["limit"] == 5
+    assert res["tasks"]["world_general"]["num_fewshot"] == shots
     docs = world["docs"]["world_general"]
     solved = {f"{d['query']} {d['choices'][d['label']]}" for d in docs}
     queries = {d["query"] for d in docs[:5]}
@@ -574,6 +576,7 @@ def test_perplexity_items_reproduce_lm_eval(world, optional_tasks, metric, unit)
     assert summary["metric"] == (metric or "word_perplexity,none")
     assert summary["aggregation"] == "perplexity" and summary["higher_is_better"] is False
     assert summary["chance"] is None and summary["output_type"] == "loglikelihood_rolling"
+    assert summary["num_fewshot"] == 0
     texts = [d["text"] for d in optional_tasks["world_perplexity"]]
     assert summary["n"] == len(items) == len(texts)
     count = (lambda t: len(re.split(r"\s+", t))) if unit == "words" else (lambda t: len(t.encode()))
@@ -680,16 +683,137 @@ def test_a_pruned_checkpoint_job_prunes_only_what_its_key_or_a_stale_record_need
     assert json.loads(report.read_text())["prune_key"] != first["prune_key"]
 
 
-def _task_objects(world, names: list[str], shots: int) -> tuple[object, list]:
+def _task_objects(world, names: list[str], shots: int | None, task_dir: Path = TASK_DIR) -> tuple[object, list]:
+    """lm-eval's task objects of world tasks, with ``shots`` set on each (None: their YAMLs' own)."""
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_defaults=False)
     objects = []
     for name in names:
-        [obj] = manager.load([load_task_config(name, TASK_DIR, world["root"])])["tasks"].values()
-        obj.set_config(key="num_fewshot", value=shots)
+        [obj] = manager.load([load_task_config(name, task_dir, world["root"])])["tasks"].values()
+        if shots is not None:
+            obj.set_config(key="num_fewshot", value=shots)
         objects.append(obj)
     return manager, objects
+
+
+def _prompts(run: dict, name: str) -> list[tuple]:
+    return [(s["doc_id"], s["arguments"], s["resps"], s["filtered_resps"]) for s in run["samples"][name]]
+
+
+def _own_shots_tasks(tmp_path: Path, shots: dict[str, int]) -> Path:
+    """World task YAMLs that say num_fewshot: n (the shipped ones say 0), in a task folder of their own."""
+    task_dir = tmp_path / "tasks"
+    task_dir.mkdir()
+    for name, n in shots.items():
+        text = (TASK_DIR / f"{name}.yaml").read_text()
+        assert text.count("\nnum_fewshot: 0\n") == 1
+        (task_dir / f"{name}.yaml").write_text(text.replace("\nnum_fewshot: 0\n", f"\nnum_fewshot: {n}\n"))
+    return task_dir
+
+
+def _recording_runs(monkeypatch) -> list[dict]:
+    """lm-eval's raw results of every evaluate() call from now on (its prompts are in "samples")."""
+    from calmix.evaluation import harness
+
+    runs: list[dict] = []
+    real = harness._run_lm_eval
+    monkeypatch.setattr(harness, "_run_lm_eval", lambda *a, **k: runs.append(real(*a, **k)) or runs[-1])
+    return runs
+
+
+def test_a_task_takes_its_own_yamls_shots_as_simple_evaluate_does(world, tmp_path, monkeypatch):
+    """A dimension that sets no shots scores each task with its YAML's (gsm8k's 5, mbpp's 3; here 2 and
+    3, not 0): calmix's prompts are those of lm-eval's simple_evaluate given no num_fewshot, with the
+    same seeds, and each task's record names the shots it was scored with."""
+    from lm_eval.evaluator import simple_evaluate
+
+    from calmix.evaluation.harness import load_lm
+
+    own, seed = {"world_general": 2, "world_math": 3}, 7
+    task_dir = _own_shots_tasks(tmp_path, own)
+    runs = _recording_runs(monkeypatch)
+    lm = load_lm(world["model"], batch_size=8)
+    res = evaluate(world["model"], list(own), task_dir=task_dir, data_root=world["root"], limit=3, seed=seed, lm=lm)
+    _, objects = _task_objects(world, list(own), shots=None, task_dir=task_dir)
+    theirs = simple_evaluate(model=lm, tasks=objects, limit=3, random_seed=seed, numpy_random_seed=seed,
+                             torch_random_seed=seed, fewshot_random_seed=seed)
+    for name, n in own.items():
+        ours = _prompts(runs[0], name)
+        assert ours == _prompts(theirs, name) and len(ours) == 3
+        assert all(len(args[0][0].split("\n\n")) == n + 1 for _, args, _, _ in ours)  # n shots, then the item
+    assert runs[0]["results"] == theirs["results"]
+    assert {t: s["num_fewshot"] for t, s in res["tasks"].items()} == own
+    assert res["settings"]["num_fewshot"] is None and "task_num_fewshot" not in res["settings"]
+
+
+def test_task_num_fewshot_overrides_the_dimension_and_the_yaml(world, tmp_path, monkeypatch):
+    """task_num_fewshot wins over num_fewshot, which wins over the YAML (0 included); both are recorded."""
+    task_dir = _own_shots_tasks(tmp_path, {"world_general": 2, "world_commonsense": 3})
+    runs = _recording_runs(monkeypatch)
+    res = evaluate(world["model"], ["world_general", "world_commonsense"], task_dir=task_dir, data_root=world["root"],
+                   batch_size=8, limit=3, num_fewshot=0, task_num_fewshot={"world_commonsense": 1})
+    shots = {"world_general": 0, "world_commonsense": 1}
+    assert {t: s["num_fewshot"] for t, s in res["tasks"].items()} == shots
+    assert res["settings"]["num_fewshot"] == 0 and res["settings"]["task_num_fewshot"] == {"world_commonsense": 1}
+    for name, n in shots.items():
+        assert all(len(args[0][0].split("\n\n")) == n + 1 for _, args, _, _ in _prompts(runs[0], name))
+    with pytest.raises(TaskConfigError, match=r"task_num_fewshot for \['world_code'\] name no task"):
+        evaluate("fake-model", ["world_general"], task_dir=TASK_DIR, data_root=world["root"],
+                 task_num_fewshot={"world_code": 1})
+
+
+#: The installed lm-eval's YAML of each task of the paper's study (mmlu: one subject's; all 57 include the same template).
+LM_EVAL_YAMLS = {
+    "mmlu": "mmlu/default/mmlu_anatomy.yaml", "hellaswag": "hellaswag/hellaswag.yaml", "piqa": "piqa/piqa.yaml",
+    "winogrande": "winogrande/default.yaml", "arc_easy": "arc/arc_easy.yaml", "arc_challenge": "arc/arc_challenge.yaml",
+    "humaneval": "humaneval/humaneval.yaml", "mbpp": "mbpp/mbpp.yaml", "gsm8k": "gsm8k/gsm8k.yaml",
+}
+
+
+def test_the_paper_config_states_each_tasks_standard_shots_and_metric():
+    """The paper's tasks, resolved as the harness resolves shots (task_num_fewshot, else num_fewshot, else
+    the task's own YAML, read offline from the installed lm-eval): gsm8k 5 shots, mbpp 3, mmlu 5 (its
+    YAML says none, i.e. 0: the one stated departure), the rest 0; every metric key it names is one of
+    the YAML's metrics under one of its filters."""
+    import lm_eval
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from calmix.config import read_config_files, validate_config
+
+    config = validate_config(read_config_files([str(TASK_DIR.parents[1] / "experiments" / "paper-llama3.1-8b.yaml")]))
+    shots, own = {}, {}
+    for spec in config["evaluation"]["dimensions"].values():
+        for task in spec["tasks"]:
+            lm_yaml = load_yaml(Path(lm_eval.__file__).parent / "tasks" / LM_EVAL_YAMLS[task], resolve_func=False, recursive=True)
+            own[task] = lm_yaml.get("num_fewshot") or 0
+            configured = spec.get("task_num_fewshot", {}).get(task, spec.get("num_fewshot"))
+            shots[task] = own[task] if configured is None else configured
+            if task in spec["metric"]:
+                name, _, filter_name = spec["metric"][task].partition(",")
+                assert name in [str(m["metric"]).rpartition(".")[2] for m in lm_yaml["metric_list"]], task
+                assert filter_name in ([f["name"] for f in lm_yaml.get("filter_list", [])] or ["none"]), task
+    assert shots == {"mmlu": 5, "hellaswag": 0, "piqa": 0, "winogrande": 0, "arc_easy": 0, "arc_challenge": 0,
+                     "humaneval": 0, "mbpp": 3, "gsm8k": 5}
+    assert {t: n for t, n in shots.items() if n != own[t]} == {"mmlu": 5}
+    assert config["evaluation"]["dimensions"]["math"]["metric"] == {"gsm8k": "exact_match,strict-match"}
+
+
+def test_a_group_whose_subtasks_take_different_shots_needs_one_number():
+    from calmix.evaluation.harness import _shots_used
+
+    class Leaf:
+        def __init__(self, output_type: str, shots: int):
+            self.config = {"output_type": output_type, "num_fewshot": shots}
+
+        def get_config(self, key):
+            return self.config[key]
+
+    same = {"a": Leaf("multiple_choice", 5), "b": Leaf("generate_until", 5), "c": Leaf("loglikelihood_rolling", 5)}
+    assert _shots_used("g", {k: same[k] for k in "ab"}, "general") == 5
+    assert _shots_used("p", {"c": same["c"]}, "general") == 0  # whole documents: no shots, whatever the setting
+    with pytest.raises(ValueError, match=r"'evaluation.dimensions.general.task_num_fewshot': \{g: N\}"):
+        _shots_used("g", {**same, "d": Leaf("multiple_choice", 0)}, "general")
 
 
 def test_run_lm_eval_scores_as_simple_evaluate_does(world):
@@ -709,7 +833,6 @@ def test_run_lm_eval_scores_as_simple_evaluate_does(world):
                              torch_random_seed=seed, fewshot_random_seed=seed)
     assert ours["results"] == theirs["results"]
     for name in names:
-        fields = [[(s["doc_id"], s["arguments"], s["resps"], s["filtered_resps"]) for s in run["samples"][name]]
-                  for run in (ours, theirs)]
+        fields = [_prompts(run, name) for run in (ours, theirs)]
         assert fields[0] == fields[1] and len(fields[0]) == 4
         assert all(r"\n\n" in str(args) for _, args, _, _ in fields[0])  # the shots are in the prompts (repr'd)

@@ -75,16 +75,18 @@ def test_spelling_out_the_defaults_reruns_nothing(finished):
     meta = finished / ".snakemake" / "metadata" / base64.b64encode(b"results/eval/world/dense/code.json").decode()
     assert any("'harness': {'batch_size': 8, 'limit': None, 'seed': 1234}" in p for p in json.loads(meta.read_text())["params"])
     assert _params_reruns(finished, CONFIG) == {}
-    # spelling out the defaults changes nothing either
-    assert _params_reruns(finished, _edited(general={"num_fewshot": 0, "metric": {}, "limit": None})) == {}
+    # spelling out the defaults changes nothing either (unset shots are each task's own: no default to spell out)
+    assert _params_reruns(finished, _edited(general={"metric": {}, "limit": None, "task_num_fewshot": {}})) == {}
 
 
 @pytest.mark.parametrize(
     "settings",
-    [{"num_fewshot": 3}, {"limit": 10}, {"metric": {"world_code": "exact_match,strip"}}],
-    ids=["num_fewshot", "limit", "metric"],
+    [{"num_fewshot": 3}, {"num_fewshot": 0}, {"task_num_fewshot": {"world_code": 2}}, {"limit": 10},
+     {"metric": {"world_code": "exact_match,strip"}}],
+    ids=["num_fewshot", "zero_shots", "task_num_fewshot", "limit", "metric"],
 )
 def test_editing_one_dimension_reruns_the_checkpoint_job(finished, settings):
+    """num_fewshot: 0 too: it overrides a task's own shots (gsm8k's YAML says 5), so it is a setting, not the default."""
     planned = _params_reruns(finished, _edited(code=settings))
     assert list(planned) == [DENSE_JOB] and "Params have changed" in planned[DENSE_JOB]
 

@@ -46,3 +46,87 @@ def test_text_metrics_and_registry(world_tokenizer):
     assert {"perplexity", "ngram4_aggregation", "token_entropy"} <= set(METRICS)
     with pytest.raises(KeyError, match="unknown metrics"):
         compute_metrics(windows, ["nope"], world_tokenizer)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-token NLL (calmix.calibration.likelihood): the oracle, batch and chunk invariance, memory
+# --------------------------------------------------------------------------------------------
+
+
+def vocab_heavy_llama(vocab: int = 3000) -> LlamaForCausalLM:
+    """A model whose logits dwarf everything else, as Llama-3's 128,256-token head does."""
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(config).eval()
+
+
+def numpy_nll(model, windows: np.ndarray) -> np.ndarray:
+    """Oracle: logsumexp(logits) - logit[target] in numpy float64, one window at a time."""
+    rows = []
+    for window in windows:
+        with torch.no_grad():
+            logits = model(torch.from_numpy(window[None])).logits[0, :-1].numpy().astype(np.float64)
+        top = logits.max(axis=1)
+        lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+        rows.append(lse - logits[np.arange(len(logits)), window[1:]])
+    return np.array(rows)
+
+
+def test_token_nll_matches_a_numpy_logsumexp_and_ignores_batch_and_chunk(monkeypatch):
+    from calmix.calibration import likelihood
+
+    model = vocab_heavy_llama()
+    windows = np.random.default_rng(2).integers(0, 3000, size=(5, 24))
+    nll = likelihood.token_nll(model, windows, batch_size=5)
+    assert nll.shape == (5, 23) and nll.dtype == np.float64
+    np.testing.assert_allclose(nll, numpy_nll(model, windows), rtol=1e-12, atol=0)
+    for batch_size in (1, 2, 3):  # windows per forward pass: the same bytes
+        assert np.array_equal(likelihood.token_nll(model, windows, batch_size=batch_size), nll)
+    monkeypatch.setattr(likelihood, "CHUNK_LOGITS", 2 * 23 * 3000)  # two whole windows per chunk: the same bytes
+    assert np.array_equal(likelihood.token_nll(model, windows, batch_size=5), nll)
+    monkeypatch.setattr(likelihood, "CHUNK_LOGITS", 7 * 3000)  # a window split into blocks of 7 positions
+    np.testing.assert_allclose(likelihood.token_nll(model, windows, batch_size=5), nll, rtol=1e-13, atol=0)
+
+
+def test_whole_window_chunks_give_exactly_the_values_of_one_cross_entropy():
+    """So the built-in study's metrics keep their bytes: its windows (127 x 1,024 logits) are never split."""
+    from calmix.calibration.likelihood import chunked_nll
+
+    logits = torch.randn(6, 40, 1024, generator=torch.Generator().manual_seed(3)) * 4
+    targets = torch.randint(0, 1024, (6, 40), generator=torch.Generator().manual_seed(4))
+    whole = torch.nn.functional.cross_entropy(logits.double().transpose(1, 2), targets, reduction="none")
+    for chunk in (40 * 1024, 4 * 40 * 1024, 2**24):
+        assert torch.equal(chunked_nll(logits, targets, chunk), whole)
+    bf16 = logits.bfloat16()
+    assert torch.equal(chunked_nll(bf16, targets, 40 * 1024),
+                       torch.nn.functional.cross_entropy(bf16.double().transpose(1, 2), targets, reduction="none"))
+
+
+def test_token_nll_never_upcasts_more_than_a_chunk_of_logits(monkeypatch):
+    """The memory bound: no float64 tensor larger than CHUNK_LOGITS (at Llama-3.1-8B's shapes the old
+    float64 copy of the logits was batch x 2,048 x 128,256 x 8 B: 33.6 GB at batch 16)."""
+    from torch.utils._pytree import tree_leaves
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from calmix.calibration import likelihood
+
+    class LargestFloat64(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
+                    LargestFloat64.largest = max(LargestFloat64.largest, t.numel())
+            return out
+
+    model = vocab_heavy_llama()
+    windows = np.random.default_rng(5).integers(0, 3000, size=(4, 33))
+    expected = numpy_nll(model, windows)
+    chunk = 8 * 3000  # 8 positions of the vocabulary; a batch holds 4 x 32 x 3,000 logits
+    monkeypatch.setattr(likelihood, "CHUNK_LOGITS", chunk, raising=False)
+    with LargestFloat64():
+        nll = likelihood.token_nll(model, windows, batch_size=4)
+    assert LargestFloat64.largest <= chunk, f"a float64 tensor of {LargestFloat64.largest} elements (bound {chunk})"
+    np.testing.assert_allclose(nll, expected, rtol=1e-12, atol=0)

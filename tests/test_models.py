@@ -60,10 +60,16 @@ def test_off_target_checkpoint_is_refused(dense_dir):
         _verify(dense, dict.fromkeys(names, 0.6), 0, 0)
     with pytest.raises(PruningError, match="off target 2:4"):
         _verify(dense, dict.fromkeys(names, 0.5), 2, 4)
+    # A dense decoder never passes as pruned, whatever targets its report records.
+    with pytest.raises(PruningError, match="no pruned weight"):
+        _verify(dense, dict.fromkeys(names, 0.0), 0, 0)
     # Each layer against its own recorded target (a profile such as OWL gives each its own).
-    assert _verify(dense, dict.fromkeys(names, 0.0), 0, 0)["layers_checked"] == len(names)
+    with torch.no_grad():
+        dense.get_submodule(names[0]).weight[:, :18] = 0  # half of its 36 inputs
+    targets = {**dict.fromkeys(names, 0.0), names[0]: 0.5}
+    assert _verify(dense, targets, 0, 0)["layers_checked"] == len(names)
     with pytest.raises(PruningError, match="1 linear layers"):
-        _verify(dense, {**dict.fromkeys(names, 0.0), names[-1]: 0.3}, 0, 0)
+        _verify(dense, {**targets, names[-1]: 0.3}, 0, 0)
 
 
 def test_skipped_layers_are_not_checked(tmp_path, dense_dir, shard):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from calmix.pruning import owl
+from calmix.pruning import owl, registry
 from calmix.pruning.capture import decoder_layers
 from calmix.pruning.driver import model_sparsity, prune_model
 from test_pruning import direct_hessians, tiny_llama, windows
@@ -95,3 +95,121 @@ def test_owl_pruning_is_deterministic():
     prune_model(a, ids, 0.6, method="sparsegpt", profile="owl", owl_m=3.0, owl_lmbda=0.08)
     prune_model(b, ids, 0.6, method="sparsegpt", profile="owl", owl_m=3.0, owl_lmbda=0.08)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+# ------------------------------------------------------------------------------------------------
+# OWL's true extremes: a span of 2 lmbda with mean the target, not target +- lmbda
+# ------------------------------------------------------------------------------------------------
+
+
+def llama_with_one_outlier_layer(layers=30, outlier=7):
+    """A LLaMA of identical decoder layers (so equal outlier ratios under magnitude-OWL) but one, whose
+    linears each carry a few very large weights."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=32, vocab_size=50, max_position_embeddings=32,
+    )
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    state = model.model.layers[0].state_dict()
+    for layer in model.model.layers[1:]:
+        layer.load_state_dict(state)
+    with torch.no_grad():
+        for lin in model.model.layers[outlier].modules():
+            if isinstance(lin, nn.Linear):
+                lin.weight[0, :4] = 100.0
+    return model
+
+
+def test_thirty_layers_one_outlier_reach_twice_lmbda_below_the_target():
+    """By arithmetic: ratios min-max scaled are 0 (29 layers) and 1 (the outlier); their mean is 1/30,
+    so the others sit at S + 2 lmbda / 30 and the outlier at S - 2 lmbda 29 / 30, beyond S - lmbda."""
+    ratios = [0.01] * 30
+    ratios[7] = 0.05
+    got = owl.layer_sparsities(ratios, 0.6, 0.08)
+    want = [0.6 + 0.16 / 30] * 30
+    want[7] = 0.6 - 0.16 * 29 / 30
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert got[7] == pytest.approx(0.445333333333, abs=1e-9) and got[0] == pytest.approx(0.605333333333, abs=1e-9)
+    assert np.mean(got) == pytest.approx(0.6, abs=1e-12)
+    assert registry.owl_extremes(0.6, 0.08, 30) == pytest.approx((0.6 - 0.16 * 29 / 30, 0.6 + 0.16 * 29 / 30))
+
+
+def test_thirty_layer_model_gets_the_arithmetic_targets():
+    model = llama_with_one_outlier_layer()
+    report = prune_model(model, None, 0.6, method="magnitude", profile="owl", owl_m=5, owl_lmbda=0.08)
+    want = [0.6 + 0.16 / 30] * 30
+    want[7] = 0.6 - 0.16 * 29 / 30
+    np.testing.assert_allclose(report["profile"]["layer_sparsities"], want, rtol=0, atol=1e-12)
+    for name, sparsity in model_sparsity(model)["layers"].items():
+        numel = model.get_submodule(name).weight.numel()
+        assert sparsity == pytest.approx(want[layer_of(name)], abs=1 / numel)
+
+
+def test_lmbda_that_could_leave_zero_one_is_refused_before_any_pruning():
+    """lambda 0.3 at 50% with 30 layers: the outlier layer would get 0.5 - 0.6 x 29/30 < 0. Refused
+    before any layer is pruned, naming the config key; the old check (lambda < 0.5) let it through."""
+    model = llama_with_one_outlier_layer()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"pruning\.owl_lmbda.*30 pruned decoder layers.*use less than 0\.2586"):
+        prune_model(model, None, 0.5, method="magnitude", profile="owl", owl_m=5, owl_lmbda=0.3)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match=r"pruning\.owl_lmbda"):
+        owl.layer_sparsities([0.01] * 29 + [0.05], 0.5, 0.3)
+    # two layers reach exactly target +- lambda; thirty reach 0.5 +- 0.29 with lambda 0.15
+    assert owl.layer_sparsities([0.01, 0.05], 0.5, 0.3) == pytest.approx([0.8, 0.2])
+    assert registry.owl_problem(0.5, 0.15, 30) is None
+
+
+def test_config_check_refuses_lmbda_by_the_models_layer_count():
+    from calmix.config import ConfigError, validate_config
+
+    def config(layers, lmbda, skip=()):
+        return {
+            "models": {"world": {"kind": "world"}},
+            "world": {"model": {"num_layers": layers}},
+            "calibration": {"sources": {"web": {"kind": "world", "generator": "web"}}},
+            "evaluation": {"dimensions": {"general": {"tasks": ["world_general"]}}},
+            "pruning": {"profiles": ["owl"], "sparsities": [0.5], "owl_lmbda": lmbda, "skip": list(skip)},
+        }
+
+    validate_config(config(2, 0.3))  # two layers: 0.5 +- 0.3
+    with pytest.raises(ConfigError, match=r"'pruning\.owl_lmbda': 0\.3 .* as low as -0\.08 .* 30 pruned decoder layers of model 'world'"):
+        validate_config(config(30, 0.3))
+    validate_config(config(30, 0.25))  # 0.5 +- 0.4833
+    # skipped layers are out of the count: with 28 of 30 layers skipped, two remain
+    validate_config(config(30, 0.3, [f"model.layers.{i}.*" for i in range(28)]))
+
+
+def test_owl_with_a_whole_layer_skipped():
+    """Layer 0 skipped whole: no crash, it stays dense and has no ratio; the other three layers' ratios
+    are the dense model's, their targets the mapping of those three alone, with mean the target."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+        intermediate_size=128, vocab_size=100, max_position_embeddings=64,
+    )
+    dense, ids = transformers.LlamaForCausalLM(cfg).eval(), windows(8, 16)
+    model = copy.deepcopy(dense)
+    report = prune_model(model, ids, 0.6, method="wanda", profile="owl", owl_m=3.0, owl_lmbda=0.1,
+                         skip=["model.layers.0.*"])
+    ratios, targets = report["profile"]["outlier_ratios"], report["profile"]["layer_sparsities"]
+    assert ratios[0] is None and targets[0] is None
+    np.testing.assert_allclose(ratios[1:], oracle_ratios(dense, ids, 3.0)[1:], atol=2e-3)
+    n = (np.array(ratios[1:]) - min(ratios[1:])) / (max(ratios[1:]) - min(ratios[1:]))
+    np.testing.assert_allclose(targets[1:], 0.6 - 0.2 * (n - n.mean()), rtol=0, atol=1e-12)
+    assert np.mean(targets[1:]) == pytest.approx(0.6, abs=1e-12)
+    for name, mod in dense.model.layers[0].named_modules():
+        if isinstance(mod, nn.Linear):
+            assert torch.equal(model.model.layers[0].get_submodule(name).weight, mod.weight)
+    found = model_sparsity(model)["layers"]
+    for entry in report["layers"]:
+        if layer_of(entry["name"]) == 0:
+            assert entry["skipped"] and entry["target_sparsity"] is None and found[entry["name"]] == 0
+        else:
+            assert entry["target_sparsity"] == targets[layer_of(entry["name"])]
+            assert found[entry["name"]] == pytest.approx(entry["target_sparsity"], abs=1 / 64 + 1e-9)

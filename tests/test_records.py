@@ -249,7 +249,7 @@ def built(root, model, tokens) -> dict[str, tuple[Path, Path]]:
                    input={"model": model, **({"documents": tokens[knobs["prefix_source"]]} if knobs["prefix_source"] else {})},
                    output={"pool": pool, "manifest": pool.with_suffix(".json")},
                    params={"kind": kind, "size": knobs["size"], "generation": knobs["generation"], "batch_size": 4,
-                           "seqlen": SEQLEN, "dtype": "float32", "model_manifest": "training.json", "device": "cpu"},
+                           "score_batch_size": 4, "seqlen": SEQLEN, "dtype": "float32", "model_manifest": "training.json", "device": "cpu"},
                    wildcards=wildcards)
         shard = shard_path(root, kind)
         run_script("select_windows.py", input={"pool": pool}, output={"shard": shard, "manifest": shard.with_suffix(".json")},
@@ -264,7 +264,8 @@ def metrics(root, model, shards) -> Path:
 
     path = root / "results" / "metrics" / "world" / "web" / "seed0.json"
     run_script("metrics.py", input={"shards": [shard_path(root, "web")], "model": model}, output=[path],
-               params={"metrics": sorted(METRICS), "seeds": [0], "model_manifest": "training.json", "device": "cpu"},
+               params={"metrics": sorted(METRICS), "seeds": [0], "batch_size": 16, "dtype": "float32",
+                       "model_manifest": "training.json", "device": "cpu"},
                wildcards={"model": "world", "calib": "web", "seed": "0"})
     return path
 
@@ -283,7 +284,8 @@ def dimensions(root) -> tuple[dict, dict]:
         run_script("world_eval_items.py", output=[items], params={"seed": 0, "n": 6}, wildcards={"task": task})
         data[dimension] = [str(items.relative_to(root))]
     harness = {"batch_size": 8, "limit": 4, "seed": 1234}
-    return {d: {"tasks": [t], "harness": harness, "task_definitions": {}} for d, t in tasks.items()}, data
+    return {d: {"tasks": [t], "harness": {**harness, "task_num_fewshot": {t: 0}}, "task_definitions": {}}
+            for d, t in tasks.items()}, data
 
 
 def _evaluation_outputs(folder: Path, dimensions: dict) -> dict[str, list[Path]]:

@@ -31,6 +31,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Two dimensions; "general" has two tasks (one multiple choice with chance 0.25), "math" one.
 DENSE = {"general": {"gen_mc": (0.80, 0.25), "gen_qa": (0.50, 0.0)}, "math": {"math_gsm": (0.40, 0.0)}}
 METRIC = {"gen_mc": "acc,none", "gen_qa": "exact_match,none", "math_gsm": "exact_match,strict-match"}
+SHOTS = {"gen_mc": 0, "gen_qa": 3, "math_gsm": 5}
 # Pruned scores (gen_mc, gen_qa, math_gsm) per (calib, seed): general rises and math falls A -> D.
 PRUNED = {
     ("A", 0): (0.40, 0.20, 0.36), ("A", 1): (0.44, 0.22, 0.30),
@@ -49,7 +50,7 @@ N_ITEMS = 100
 
 
 def task_entry(task: str, score: float, chance: float) -> dict:
-    return {"metric": METRIC[task], "score": score, "stderr": 0.01, "chance": chance, "n": N_ITEMS,
+    return {"metric": METRIC[task], "num_fewshot": SHOTS[task], "score": score, "stderr": 0.01, "chance": chance, "n": N_ITEMS,
             "higher_is_better": True, "aggregation": "mean"}
 
 
@@ -178,7 +179,10 @@ def test_retention_hand_computed_values(retention):
     row = retention[(retention.calib == "A") & (retention.seed == 0) & (retention.name == "gen_mc")]
     assert row.score.iloc[0] == 0.40 and row.dense_score.iloc[0] == 0.80
     assert row.chance.iloc[0] == 0.25 and row.dimension.iloc[0] == "general"
-    assert row.metric.iloc[0] == "acc,none"
+    assert row.metric.iloc[0] == "acc,none" and row.num_fewshot.iloc[0] == 0
+    shots = retention[retention.level == "task"].groupby("name")["num_fewshot"].unique()
+    assert {name: list(v) for name, v in shots.items()} == {t: [n] for t, n in SHOTS.items()}
+    assert retention[retention.level != "task"]["num_fewshot"].isna().all()
 
 
 def test_dimension_is_mean_of_tasks_and_total_mean_of_dimensions(retention):
@@ -226,6 +230,14 @@ def test_dense_at_chance_gives_nan_adjusted_only(caplog):
     assert math.isnan(value(table, "A", 0, "task", "gen_mc", "chance_adjusted"))
     assert value(table, "A", 0, "task", "gen_mc") == pytest.approx(0.40 / 0.25)
     assert "gen_mc" in caplog.text
+
+
+def test_pruned_shots_other_than_the_dense_models_are_an_error():
+    records = make_records()
+    pruned = next(r for r in records if r["method"] != "dense" and r["dimension"] == "math")
+    pruned["tasks"]["math_gsm"]["num_fewshot"] = 0  # the dense model's is 5
+    with pytest.raises(ValueError, match="task 'math_gsm': pruned num_fewshot 0 differs from dense num_fewshot 5"):
+        rt.retention_table(records)
 
 
 def test_duplicate_record_is_an_error():
@@ -385,8 +397,13 @@ def test_markdown_contents(tmp_path, retention, summary, settings):
     assert "- built-in world" in text
     for definition in report.DEFINITIONS:
         assert definition in text
-    # dense scores
-    assert "gen_mc" in text and "0.8" in text and "0.250" in text
+    # dense scores, with the shots, metric and filter each task was scored with
+    dense_section = text.split("## Dense scores")[1].split("##")[0]
+    header, _, *lines = [[x.strip() for x in ln.split("|")[1:-1]] for ln in dense_section.splitlines() if ln.startswith("|")]
+    assert header == ["model", "dimension", "task", "shots", "metric", "filter", "dense score", "chance"]
+    assert lines == [[MODEL, "general", "gen_mc", "0", "acc", "none", "0.8", "0.250"],
+                     [MODEL, "general", "gen_qa", "3", "exact_match", "none", "0.5", "0.000"],
+                     [MODEL, "math", "math_gsm", "5", "exact_match", "strict-match", "0.4", "0.000"]]
     # retention (%): D has the highest total, A the lowest; order by total descending; every figure
     # carries its interval from the summary table
     totals = {c: 100 * np.mean([hand_retention(c, s)["total"] for s in (0, 1)]) for c in CALIBS}

@@ -63,7 +63,7 @@ def record(dimension: str, tasks: dict[str, dict], *, method: str = METHOD, cali
             stat = math.exp(-scores.sum() / np.sum(weights))
         else:
             stat = float(scores.mean())
-        entries[name] = {"metric": spec.get("metric", "acc,none"), "score": spec.get("score", stat),
+        entries[name] = {"metric": spec.get("metric", "acc,none"), "num_fewshot": 0, "score": spec.get("score", stat),
                          "stderr": 0.01, "chance": spec.get("chance"), "n": len(scores),
                          "higher_is_better": spec.get("higher_is_better", True), "aggregation": aggregation}
         frames.append(item_frame(name, scores, weights, spec.get("doc_ids")))

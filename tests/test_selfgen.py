@@ -212,3 +212,29 @@ def test_build_igsp(model):
     assert selection["pool_size"] == 12 and [s["selected"] for s in selection["strata"]] == [3, 3]
     assert selection["pooled_ngram4_aggregation"] == ngram4_aggregation(windows, None)
     json.dumps(record)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring batch: score_batch_size windows per forward pass, the same scores
+# --------------------------------------------------------------------------------------------
+
+
+def test_candidates_are_scored_score_batch_size_at_a_time(model, monkeypatch):
+    from calmix.calibration import builders, generation
+
+    seen = []
+    real = generation.token_nll
+
+    def spy(m, sequences, batch_size):
+        seen.append(batch_size)
+        return real(m, sequences, batch_size)
+
+    monkeypatch.setattr(generation, "token_nll", spy)
+    kwargs = dict(size=5, seqlen=SEQLEN, seed=0, bos_id=BOS, eos_id=EOS, batch_size=4)
+    pool, scores, _ = generate_pool("selfcal", model, **kwargs)
+    again, rescored, _ = generate_pool("selfcal", model, score_batch_size=2, **kwargs)
+    assert seen == [4, 2]  # the generation batch unless score_batch_size is given
+    assert np.array_equal(pool, again) and all(np.array_equal(scores[k], rescored[k]) for k in scores)
+    resolved = [builders.self_generation({"kind": "igsp", **spec}, 6, 2, "web")["score_batch_size"]
+                for spec in ({}, {"batch_size": 6}, {"batch_size": 6, "score_batch_size": 3})]
+    assert resolved == [8, 6, 3]

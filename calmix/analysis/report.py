@@ -221,7 +221,8 @@ def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.
                    builders: dict[str, str] | None = None, baseline: str | None = None) -> Path:
     """Write results/report.md atomically.
 
-    Sections: notes, definitions (as computed), dense scores per task, methods at a glance, then per
+    Sections: notes, definitions (as computed), dense scores per task (with the shots, metric and
+    lm-eval filter every model was scored with), methods at a glance, then per
     (model, method, target): retention and chance-adjusted retention (%) per set x dimension + total
     with intervals, sorted by total; best and worst set per dimension; the rho grid with intervals, p
     and q; the opposite-sign pairs; the built sets' comparisons (with the paper's figures where
@@ -234,13 +235,16 @@ def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.
 
     tasks = retention[retention["level"] == "task"]
     dense = tasks.drop_duplicates(["model", "dimension", "name"])
-    out += ["## Dense scores", ""]
+    out += ["## Dense scores", "", "Each task as the dense and every pruned model were scored: shots before each item, "
+            "lm-eval's metric and the filter its answers went through (none: unfiltered).", ""]
     if dense.empty:
         out += ["No task-level retention rows.", ""]
     else:
+        metric = dense["metric"].astype(str).str.partition(",")
         shown = pd.DataFrame({
             "model": dense["model"].astype(str), "dimension": dense["dimension"].astype(str),
-            "task": dense["name"].astype(str), "metric": dense["metric"].astype(str),
+            "task": dense["name"].astype(str), "shots": dense["num_fewshot"].astype(str),
+            "metric": metric[0], "filter": metric[2],
             "dense score": dense["dense_score"].map(lambda v: f"{v:.4g}"),
             "chance": dense["chance"].map(lambda v: "n/a" if not np.isfinite(v) else f"{v:.3f}")})
         out += [_to_markdown(shown), ""]

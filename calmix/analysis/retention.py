@@ -37,12 +37,12 @@ GROUP = ["model", "method", "target"]
 SET = [*GROUP, "calib"]
 VALUES = ("retention", "chance_adjusted")
 RETENTION_COLUMNS = [
-    *KEYS, "level", "name", "dimension", "metric",
+    *KEYS, "level", "name", "dimension", "metric", "num_fewshot",
     "score", "dense_score", "chance", "retention", "chance_adjusted",
 ]
 
 _REQUIRED_RECORD_KEYS = ("model", "method", TARGET_KEY, "calib", "seed", "dimension", "tasks")
-_REQUIRED_TASK_KEYS = ("metric", "score", "chance", "higher_is_better", "aggregation")
+_REQUIRED_TASK_KEYS = ("metric", "num_fewshot", "score", "chance", "higher_is_better", "aggregation")
 
 
 def record_key(rec: dict) -> tuple:
@@ -184,9 +184,10 @@ def checked_task(rec: dict, dense_rec: dict, task: str) -> tuple[dict, dict]:
         raise ValueError(f"dense eval record for model {rec['model']!r}, dimension "
                          f"{rec['dimension']!r} lacks task {task!r}")
     entry, d_entry = rec["tasks"][task], dense_tasks[task]
-    if entry["metric"] != d_entry["metric"]:
-        raise ValueError(f"model {rec['model']!r}, task {task!r}: pruned metric {entry['metric']!r}"
-                         f" differs from dense metric {d_entry['metric']!r}")
+    for key in ("metric", "num_fewshot"):
+        if entry[key] != d_entry[key]:
+            raise ValueError(f"model {rec['model']!r}, task {task!r}: pruned {key} {entry[key]!r}"
+                             f" differs from dense {key} {d_entry[key]!r}")
     chance, p_chance = d_entry["chance"], entry["chance"]
     if (chance is None) != (p_chance is None) or (
             chance is not None and not math.isclose(float(p_chance), float(chance), abs_tol=1e-12)):
@@ -201,11 +202,11 @@ def retention_table(records: list[dict]) -> pd.DataFrame:
 
     One row per (model, method, target, calib, seed, level, name), level in
     ("task", "dimension", "total"); ``name`` is the task, the dimension or "total". ``score``,
-    ``dense_score``, ``chance`` and ``metric`` are filled at task level only; ``dimension`` is the
+    ``dense_score``, ``chance``, ``metric`` and ``num_fewshot`` (shots) are filled at task level only; ``dimension`` is the
     task's dimension (the name itself for dimension rows, "total" for total rows). A zero
     denominator (or dense <= chance) gives NaN with a warning logged once per model, task and view.
     Raises ValueError for a pruned record without a dense record, a task missing from the dense
-    record, a metric or chance that differs between pruned and dense, or duplicate records.
+    record, a metric, shots or chance that differs between pruned and dense, or duplicate records.
     """
     dense, groups = pair_with_dense(records)
     warned: set[tuple] = set()
@@ -229,7 +230,7 @@ def retention_table(records: list[dict]) -> pd.DataFrame:
                 rets.append(ret)
                 adjs.append(adj)
                 task_rows.append({**base, "level": "task", "name": task, "dimension": dim,
-                                  "metric": entry["metric"], "score": score,
+                                  "metric": entry["metric"], "num_fewshot": entry["num_fewshot"], "score": score,
                                   "dense_score": d_score, "chance": math.nan if chance is None else chance,
                                   "retention": ret, "chance_adjusted": adj})
             dim_rows.append({**base, "level": "dimension", "name": dim, "dimension": dim,
@@ -249,5 +250,6 @@ def retention_table(records: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=RETENTION_COLUMNS)
     for col in ("score", "dense_score", "chance", "retention", "chance_adjusted"):
         table[col] = table[col].astype(float)
+    table["num_fewshot"] = table["num_fewshot"].astype("Int64")  # task rows only: the shots both were scored with
     # Stable sort keeps tasks, dimensions, total in order inside each group.
     return table.sort_values(KEYS, kind="stable", na_position="last").reset_index(drop=True)

@@ -76,19 +76,19 @@ KINDS: dict[str, BuilderKind] = {
     for k in (
         BuilderKind("mix", False, extra_knobs=("sources",)),
         BuilderKind(
-            "selfcal", True, {"t_initial": 2.0, "t_final": 1.0, "schedule_tokens": 20}, {}, ("batch_size",),
-            lambda n, g, s: selfcal_pool_size(n),
+            "selfcal", True, {"t_initial": 2.0, "t_final": 1.0, "schedule_tokens": 20}, {},
+            ("batch_size", "score_batch_size"), lambda n, g, s: selfcal_pool_size(n),
         ),
         BuilderKind(
             "sgs", True, {"prefix_tokens": 2, "pool_size": None, **SGS_SAMPLING}, {"filter_quantile": 0.2},
-            ("batch_size", "prefix_source"),
+            ("batch_size", "score_batch_size", "prefix_source"),
             lambda n, g, s: sgs_pool_size(n, filter_quantile=s["filter_quantile"], pool_size=g["pool_size"]),
         ),
         BuilderKind(
             "igsp", True,
             {"pool_size": None, "pool_factor": 4.0, "t_initial": 2.0, "t_final": 1.0, "schedule_tokens": 20,
              "top_k": None, "top_p": None, "repetition_penalty": None},
-            {"strata": 4, "repetition_threshold": 0.5}, ("batch_size",),
+            {"strata": 4, "repetition_threshold": 0.5}, ("batch_size", "score_batch_size"),
             lambda n, g, s: igsp_pool_size(n, pool_factor=g["pool_factor"], pool_size=g["pool_size"]),
         ),
     )
@@ -97,8 +97,9 @@ KINDS: dict[str, BuilderKind] = {
 
 def self_generation(spec: dict[str, Any], nsamples: int, dimensions: int, baseline: str) -> dict[str, Any]:
     """A self-generated builder's resolved knobs, split by phase: {kind, size, generation, selection,
-    prefix_source, batch_size}. IGSP's strata default to the study's number of dimensions; SGS's
-    prompts come from prefix_source, else the study's baseline source."""
+    prefix_source, batch_size, score_batch_size}. IGSP's strata default to the study's number of dimensions;
+    SGS's prompts come from prefix_source, else the study's baseline source; candidates are scored
+    score_batch_size at a time, else batch_size."""
     kind = KINDS[spec["kind"]]
     generation = {k: spec.get(k, v) for k, v in kind.generation.items()}
     selection = {k: spec.get(k, v) for k, v in kind.selection.items()}
@@ -111,4 +112,5 @@ def self_generation(spec: dict[str, Any], nsamples: int, dimensions: int, baseli
         "selection": selection,
         "prefix_source": (spec.get("prefix_source") or baseline) if kind.name == "sgs" else None,
         "batch_size": spec.get("batch_size", 8),
+        "score_batch_size": spec.get("score_batch_size", spec.get("batch_size", 8)),
     }

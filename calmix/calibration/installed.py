@@ -2,7 +2,8 @@
 installed distributions (``packages: [sympy]``) and of the Python standard library (``python``).
 
 A source names the distributions, the files (globs relative to the distribution's root, e.g.
-``sympy/**/*.py``, ``*.dist-info/METADATA``) and how a file becomes documents (``extract``):
+``sympy/**/*.py``, ``*.dist-info/METADATA``; ``exclude``: globs of files to leave out) and how a file
+becomes documents (``extract``):
 
 * ``text``: the whole file is one document (source code, licences, manuals);
 * ``docstrings``: every module, class and function docstring of a Python file;
@@ -14,7 +15,11 @@ A source names the distributions, the files (globs relative to the distribution'
 
 Held-out text is kept apart by one rule for every source and task: a document whose id hashes to
 0 mod 10 (the first 8 bytes of the sha256 of ``<package>/<path>[:<where>]``, a big-endian integer) is held out (``part: heldout``), every other one is
-calibration text (``part: calibration``, the default). Documents are ordered by the same hash, so
+calibration text (``part: calibration``, the default). The same text can stand under two ids (a
+docstring copied into another class, a string of pydoc_data/topics.py inside a longer one), so a
+held-out document that overlaps a calibration document of the same source by content
+(calmix.calibration.contamination) is dropped: it is in neither part. What other sources read is
+checked by the study (rule heldout_check). Documents are ordered by the same hash, so
 ``max_docs`` takes a spread over the files, not the first directory. The provenance records each
 distribution's version and every read file's sha256.
 """
@@ -35,6 +40,7 @@ from pathlib import Path
 
 import yaml
 
+from calmix.calibration.contamination import HeldoutIndex, document_text
 from calmix.core.io import sha256_file
 from calmix.core.records import CorpusProvenance
 
@@ -106,11 +112,11 @@ def _glob_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
-def matched_files(package: str, patterns: list[str]) -> tuple[Path, list[str]]:
-    """(root, the distribution's files that match any of the globs, sorted)."""
+def matched_files(package: str, patterns: list[str], exclude: list[str] = ()) -> tuple[Path, list[str]]:
+    """(root, the distribution's files that match any of the globs and none of ``exclude``, sorted)."""
     root, files = _package_files(package)
-    regexes = [_glob_regex(p) for p in patterns]
-    return root, [f for f in files if any(r.match(f) for r in regexes)]
+    regexes, excluded = [_glob_regex(p) for p in patterns], [_glob_regex(p) for p in exclude]
+    return root, [f for f in files if any(r.match(f) for r in regexes) and not any(r.match(f) for r in excluded)]
 
 
 def is_heldout(doc_id: str) -> bool:
@@ -123,13 +129,14 @@ def _id_hash(doc_id: str) -> int:
 
 def load_installed(name: str, spec: dict) -> tuple[list[dict], CorpusProvenance]:
     """The documents of an ``installed`` source (its part, ordered by id hash) and their provenance."""
-    extract, part = spec["extract"], spec.get("part", "calibration")
+    extract, heldout = spec["extract"], spec.get("part", "calibration") == "heldout"
     min_chars = spec.get("min_chars", MIN_CHARS)
     docs: list[dict] = []
+    calibration: list[dict] = []  # with part: heldout, the other part, whatever its length: what held-out text must not overlap
     files, versions, unreadable = [], {}, []
     for package in spec["packages"]:
         versions[package] = package_version(package)
-        root, paths = matched_files(package, spec["files"])
+        root, paths = matched_files(package, spec["files"], spec.get("exclude", []))
         if not paths:
             raise InstalledSourceError(
                 f"source {name!r}: no file of {package} {versions[package]} (under {root}) matches {spec['files']}"
@@ -144,11 +151,23 @@ def load_installed(name: str, spec: dict) -> tuple[list[dict], CorpusProvenance]
                 continue
             files.append({"path": file_id, "sha256": sha256_file(path)})
             for doc in found:
-                if (part == "heldout") == is_heldout(doc["id"]) and _length(doc) >= min_chars:
+                if heldout != is_heldout(doc["id"]):
+                    if heldout:
+                        calibration.append(doc)
+                elif _length(doc) >= min_chars:
                     docs.append(doc)
+    if heldout:
+        docs = _not_in(docs, calibration)
     docs.sort(key=lambda d: (_id_hash(d["id"]), d["id"]))
     provenance: CorpusProvenance = {"packages": versions, "files": files, "unreadable": unreadable}
     return docs, provenance
+
+
+def _not_in(heldout: list[dict], calibration: list[dict]) -> list[dict]:
+    """The held-out documents that overlap no calibration document (calmix.calibration.contamination)."""
+    index = HeldoutIndex({d["id"]: document_text(d) for d in heldout})
+    overlapping = {o.heldout for d in calibration for o in index.overlaps(d["id"], document_text(d))}
+    return [d for d in heldout if d["id"] not in overlapping]
 
 
 def _length(doc: dict) -> int:

@@ -94,10 +94,13 @@ def vocab_coverage(windows: np.ndarray, ctx: MetricContext) -> float:
     return len(np.unique(windows)) / len(ctx.tokenizer)
 
 
-def compute_metrics(windows: np.ndarray, names: list[str], tokenizer, model=None) -> dict[str, float]:
-    """The named metrics of one calibration set, in the order given."""
+def compute_metrics(
+    windows: np.ndarray, names: list[str], tokenizer, model=None, batch_size: int = 16,
+) -> dict[str, float]:
+    """The named metrics of one calibration set, in the order given; ``batch_size`` windows per forward
+    pass of the model (config ``calibration.metrics_batch_size``)."""
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise KeyError(f"unknown metrics {unknown}; registered: {sorted(METRICS)}")
-    ctx = MetricContext(windows, tokenizer, model)
+    ctx = MetricContext(windows, tokenizer, model, batch_size)
     return {name: METRICS[name](windows, ctx) for name in names}

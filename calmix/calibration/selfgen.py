@@ -88,10 +88,12 @@ def sgs_prompts(
 
 def generate_pool(
     kind: str, model, *, size: int, seqlen: int, seed: int, bos_id: int | None, eos_id: int | None,
-    batch_size: int = 8, documents: Sequence[Sequence[int]] | None = None, **knobs,
+    batch_size: int = 8, score_batch_size: int | None = None, documents: Sequence[Sequence[int]] | None = None,
+    **knobs,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
     """(candidates int64 [size, seqlen], their scores, a record) for builder ``kind`` with its generation
-    knobs (builders.KINDS); SGS needs ``documents``, the token ids of its prefix source."""
+    knobs (builders.KINDS); SGS needs ``documents``, the token ids of its prefix source. ``batch_size``
+    sequences are generated per call, ``score_batch_size`` (default: batch_size) scored per forward pass."""
     knobs = {**KINDS[kind].generation, **knobs}
     record: dict = {"builder": kind, "seed": seed, "pool_size": size, "seqlen": seqlen}
     if kind == "sgs":
@@ -108,6 +110,6 @@ def generate_pool(
     top_k, top_p, penalty = (knobs.get(k) for k in ("top_k", "top_p", "repetition_penalty"))
     pool = generate(model, prompts, length=seqlen, seed=seed, batch_size=batch_size, temperature=temperature,
                     top_k=top_k, top_p=top_p, repetition_penalty=penalty, eos_id=eos_id)
-    scores = score_sequences(model, pool, prompt_len=[len(p) for p in prompts], batch_size=batch_size)
+    scores = score_sequences(model, pool, prompt_len=[len(p) for p in prompts], batch_size=score_batch_size or batch_size)
     record["sampling"] = _sampling_record(temperature, top_k, top_p, penalty)
     return pool, {k: np.asarray(v, float) for k, v in scores.items()}, record

@@ -32,14 +32,16 @@ def llama_linear_names(num_layers: int) -> list[str]:
 
 
 def model_facts(name: str, config: dict, workdir: Path) -> dict | None:
-    """What is known of a model before it is loaded: {max_positions, positions_key, linears, inputs}
-    (inputs: {config key: in_features it sets}); None for a hub model, known only once fetched."""
+    """What is known of a model before it is loaded: {max_positions, positions_key, linears, inputs, layers}
+    (inputs: {config key: in_features it sets}; layers: its decoder layers); None for a hub or GGUF model
+    without models.<name>.architecture, known only once fetched."""
     spec = config["models"][name]
     if spec["kind"] == "world":
         arch = config["world"]["model"]
         return {
             "max_positions": arch["max_position_embeddings"],
             "positions_key": "world.model.max_position_embeddings",
+            "layers": arch["num_layers"],
             "linears": llama_linear_names(arch["num_layers"]),
             "inputs": {"world.model.hidden_size": arch["hidden_size"],
                        "world.model.intermediate_size": arch["intermediate_size"]},
@@ -51,7 +53,7 @@ def model_facts(name: str, config: dict, workdir: Path) -> dict | None:
             return None
         where = f"{spec['path']}/config.json"
         facts: dict = {"max_positions": hf.get("max_position_embeddings"), "positions_key": f"max_position_embeddings in {where}",
-                       "linears": None, "inputs": {}}
+                       "layers": hf.get("num_hidden_layers", hf.get("n_layer")), "linears": None, "inputs": {}}
         if hf.get("model_type") in LLAMA_LIKE and isinstance(hf.get("num_hidden_layers"), int):
             facts["linears"] = llama_linear_names(hf["num_hidden_layers"])
             heads, hidden = hf.get("num_attention_heads"), hf.get("hidden_size")
@@ -59,6 +61,9 @@ def model_facts(name: str, config: dict, workdir: Path) -> dict | None:
             facts["inputs"] = {f"hidden_size in {where}": hidden, f"intermediate_size in {where}": hf.get("intermediate_size"),
                                f"num_attention_heads x head_dim in {where}": heads * head_dim if heads and head_dim else None}
         return facts
+    if spec.get("architecture"):
+        return {"max_positions": None, "positions_key": None, "layers": spec["architecture"]["layers"], "linears": None,
+                "inputs": {}}
     return None
 
 
@@ -133,6 +138,19 @@ def _check_installed(where: str, spec: dict) -> None:
             raise ConfigError(
                 f"config key '{where}.packages[{i}]': no file of {package} matches {spec['files']}; "
                 "remove the package or add a glob that matches its files"
+            )
+    exclude = spec.get("exclude", [])
+    for i, pattern in enumerate(exclude):  # a mistyped glob would leave in the file it names
+        if all(matched_files(p, spec["files"], [pattern])[1] == matched_files(p, spec["files"])[1] for p in spec["packages"]):
+            raise ConfigError(
+                f"config key '{where}.exclude[{i}]': {pattern!r} leaves out no file that 'files' matches in "
+                f"{', '.join(spec['packages'])}; correct the glob (relative to the distribution's root) or remove it"
+            )
+    for package in spec["packages"] if exclude else []:
+        if not matched_files(package, spec["files"], exclude)[1]:
+            raise ConfigError(
+                f"config key '{where}.exclude': it leaves out every file of {package} that 'files' matches; "
+                f"remove {package} from packages instead"
             )
 
 
@@ -224,6 +242,29 @@ def _check_models(config: dict, workdir: Path) -> None:
             )
         if spec["kind"] == "gguf":
             _check_gguf(f"models.{key}", spec, workdir)
+
+
+def _check_prunable(config: dict, workdir: Path) -> None:
+    """A local model calmix cannot prune (decoder weights neither nn.Linear nor Conv1D) is refused from its
+    config.json, built on the meta device (calmix.pruning.capture.check_prunable_folder), before any job.
+    LLaMA-like models are linear by construction, so only other local models pay for importing torch."""
+    for name, spec in config["models"].items():
+        folder = workdir / spec.get("path", "")
+        if spec["kind"] != "local" or not (folder / "config.json").is_file():
+            continue
+        try:
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        except ValueError:
+            continue  # transformers says what is wrong with it when the model loads
+        if model_type in LLAMA_LIKE:
+            continue
+        from calmix.pruning.capture import check_prunable_folder
+        from calmix.pruning.masks import PruningError
+
+        try:
+            check_prunable_folder(folder)
+        except (PruningError, ValueError) as exc:
+            raise ConfigError(f"config key 'models.{name}.path': {exc}") from None
 
 
 def _check_gguf(where: str, spec: dict, workdir: Path) -> None:
@@ -318,8 +359,21 @@ def _check_block_structures(pruning: dict, facts: dict) -> None:
                     )
 
 
-def _check_profiles(config: dict) -> None:
-    """A non-uniform profile spreads unstructured targets, and each profile's own limits (registry)."""
+def _pruned_layers(config: dict, known: dict | None) -> int | None:
+    """How many of a model's decoder layers pruning.skip leaves something to prune in (all of them where
+    its linears cannot be named), or None where its layer count is not known before the job."""
+    if not known or not known.get("layers"):
+        return None
+    if not known["linears"]:
+        return known["layers"]
+    pruned = {n.split(".")[2] for n in known["linears"] if not any(fnmatch(n, p) for p in config["pruning"]["skip"])}
+    return len(pruned)
+
+
+def _check_profiles(config: dict, facts: dict) -> None:
+    """A non-uniform profile spreads unstructured targets, and each profile's own limits (registry), for
+    every model with as many pruned decoder layers as it has (OWL's spread grows with them)."""
+    layers = {model: _pruned_layers(config, known) for model, known in facts.items()}
     for where, pruning in _pruning_grids(config):
         for name in pruning["profiles"]:
             profile = registry.PROFILES[name]
@@ -328,9 +382,10 @@ def _check_profiles(config: dict) -> None:
                     f"config key '{where}.profiles': {name!r} spreads unstructured targets over the layers, but "
                     f"{where}.structures has no 'unstructured' (N:M is the same in every layer); add it or drop the profile"
                 )
-            problem = profile.problem(pruning)
-            if problem:
-                raise ConfigError(problem)
+            for problem in [profile.problem(pruning, None, None),
+                            *(profile.problem(pruning, n, model) for model, n in layers.items() if n)]:
+                if problem:
+                    raise ConfigError(problem)
 
 
 def _check_compare(config: dict) -> None:
@@ -395,6 +450,15 @@ def _shot_pool(task: str, items: int) -> int | None:
     return items - 1 if spec.get("fewshot_split") == spec.get("test_split") else items
 
 
+def _task_shots(spec: dict, task: str) -> tuple[int, str]:
+    """A world task's shots in a dimension, as the harness takes them (task_num_fewshot, else the
+    dimension's num_fewshot, else its own YAML's), and the dimension's key that sets (or would override) them."""
+    if spec.get("num_fewshot") is not None and task not in spec.get("task_num_fewshot", {}):
+        return spec["num_fewshot"], "num_fewshot"
+    own = _task_config(task).get("num_fewshot") or 0
+    return spec.get("task_num_fewshot", {}).get(task, own), f"task_num_fewshot.{task}"
+
+
 def _check_dimensions(config: dict) -> None:
     from calmix.evaluation.tasks import executes_code
 
@@ -414,13 +478,16 @@ def _check_dimensions(config: dict) -> None:
                     f"config key '{where}.tasks[{i}]': unknown world task {task!r}. Known: {', '.join(sorted(world_tasks))}"
                 )
             pool = _shot_pool(task, items) if task in world_tasks else None
-            if pool is not None and spec["num_fewshot"] > pool:
+            if pool is None:
+                continue
+            shots, key = _task_shots(spec, task)
+            if shots > pool:
                 raise ConfigError(
-                    f"config key '{where}.num_fewshot': {spec['num_fewshot']} shots cannot be drawn for {task}, which has "
+                    f"config key '{where}.{key}': {shots} shots cannot be drawn for {task}, which has "
                     f"world.eval_items = {items} items and draws each item's shots from the other {pool}; lower "
-                    f"num_fewshot to at most {pool} or raise world.eval_items"
+                    f"{key} to at most {pool} or raise world.eval_items"
                 )
-        for key in ("metric", "task_limits"):
+        for key in ("metric", "task_limits", "task_num_fewshot"):
             for task in spec.get(key, {}):
                 if task not in spec["tasks"]:
                     raise ConfigError(
@@ -441,6 +508,7 @@ def check_semantics(config: dict, workdir: Path) -> None:
     """What the schema cannot say: keys read by other kinds, names that must exist, and values beyond what
     the models or data can give. Models first: later checks read what is known of them."""
     _check_models(config, workdir)
+    _check_prunable(config, workdir)
     _check_world_model(config)
     _check_sources(config, workdir)
     _check_builders(config)
@@ -452,7 +520,7 @@ def check_semantics(config: dict, workdir: Path) -> None:
     facts = {model: model_facts(model, config, workdir) for model in config["models"]}
     _check_context(config, facts)
     _check_structures(config, facts)
-    _check_profiles(config)
+    _check_profiles(config, facts)
     _check_compare(config)
     _check_skip(config, facts)
     _check_metrics(config)

@@ -13,7 +13,7 @@ KEYS_BY_KIND = {
         "local": ("kind", "path", "format", "max_docs", "template", "chat_field", "sampling", "bos"),
         "hub": ("kind", "path", "name", "split", "data_files", "revision", "streaming", "max_docs", "template",
                 "chat_field", "sampling", "bos"),
-        "installed": ("kind", "packages", "files", "extract", "part", "min_chars", "max_docs", "sampling", "bos"),
+        "installed": ("kind", "packages", "files", "exclude", "extract", "part", "min_chars", "max_docs", "sampling", "bos"),
     },
     "model": {
         "world": ("kind", "dtype"),

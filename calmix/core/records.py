@@ -16,6 +16,7 @@ results/models/{model}.json                                FetchManifest
 results/downloads/{model}.json                             GgufFetchManifest
 results/models/{model}/conversion.json                     ConversionManifest
 results/eval/data/{dimension}.json                         TaskDataManifest
+results/eval/heldout_check.json                            HeldoutCheckRecord
 results/metrics/{model}/{calib}/seed{seed}.json            MetricsRecord
 results/pruned/.../prune_report.json                       PruneReport
 results/eval/.../{dimension}.json                          EvalRecord
@@ -229,6 +230,7 @@ class FetchManifest(TypedDict):
     resolved_revision: str  # the snapshot's commit sha
     path: str  # the snapshot folder; calmix.models.folders.model_folder loads from it
     bytes: int  # size of the snapshot's files; rules/common.smk sizes jobs' memory by it
+    weights_sha256: WeightsSha256  # hashed when fetched: the model's identity in every key (calmix.models.folders.model_identity)
 
 
 class GgufFetchManifest(TypedDict, total=False):
@@ -298,6 +300,22 @@ class TaskItemsManifest(TypedDict, total=False):
     wheel_sha256: str
 
 
+class HeldoutTaskCheck(TypedDict):
+    """One held-out text task in a held-out check's ``tasks``."""
+
+    items: int
+    windows: int  # its items' windows, every one looked for in every calibration document
+
+
+class HeldoutCheckRecord(TypedDict):
+    """results/eval/heldout_check.json: scripts/heldout_check.py (calmix.calibration.contamination.check_heldout),
+    written only when no item of a held-out text task overlaps a calibration document."""
+
+    window: int  # words per window
+    tasks: dict[str, HeldoutTaskCheck]
+    sources: dict[str, int]  # documents read per calibration source
+
+
 class TaskDataset(TypedDict):
     """Where one lm-eval leaf task's data comes from, in a task-data manifest's ``leaves``."""
 
@@ -349,8 +367,8 @@ class SparsityProfile(TypedDict):
     name: str  # "uniform" or "owl" (calmix.pruning.registry.PROFILES)
     owl_m: NotRequired[float]  # OWL's knobs
     owl_lmbda: NotRequired[float]
-    outlier_ratios: NotRequired[list[float]]  # a non-uniform profile: per decoder layer
-    layer_sparsities: NotRequired[list[float]]  # a non-uniform profile: each layer's target
+    outlier_ratios: NotRequired[list[float | None]]  # a non-uniform profile: per decoder layer; None if skipped whole
+    layer_sparsities: NotRequired[list[float | None]]  # a non-uniform profile: each layer's target; None if skipped whole
 
 
 class PruneModelReport(TypedDict):
@@ -410,6 +428,7 @@ class TaskSummary(TypedDict):
     """One task's score in an eval record's ``tasks`` (calmix.evaluation.harness: _leaf_summary, _group_summary)."""
 
     metric: str  # the "metric,filter" key that stands for the task, e.g. "acc,none"
+    num_fewshot: int  # shots before each item, as scored: the task's YAML unless the dimension set them; 0 for loglikelihood_rolling
     score: float | None
     stderr: float | None
     chance: float | None  # expected score of guessing; None for perplexity metrics and other output types
@@ -430,7 +449,8 @@ class EvalSettings(TypedDict):
     dtype: str
     device: str
     lm_eval_version: str
-    num_fewshot: int
+    num_fewshot: int | None  # the dimension's shots for every task; None: each task's own (tasks[t].num_fewshot: as scored)
+    task_num_fewshot: NotRequired[dict[str, int]]  # the dimension's shots by task, where it sets them
     metric: dict[str, str]  # the dimension's metric overrides, by task
     task_versions: dict[str, Any]  # lm-eval's version of each task (int, str, float or None)
 

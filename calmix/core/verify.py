@@ -6,8 +6,10 @@ something reruns. This walks results/ once and checks what the manifests record:
 files, shards, pools, fetched GGUF files and offline task items against the sha256 in the .json
 beside them; the world model and every
 pruned checkpoint against the weights_sha256 of training.json / prune_report.json. A checkpoint
-folder without its manifest, and a data file without one, are problems too. Hub models' fetch
-manifests and the per-item files of evaluations record no sha256 and are not checked.
+folder without its manifest, and a data file without one, are problems too. Hub models' snapshots
+live in the Hugging Face cache, outside results/: their fetch manifests record the weights' sha256,
+which the fetch checked and jobs compare with the cache's blob names, but they are not hashed here;
+the per-item files of evaluations record no sha256 and are not checked.
 
 It only reads: each file is hashed once (in parallel threads; hashlib releases the GIL), one line
 per problem names the file, what is wrong and the `snakemake --forcerun` that rebuilds it.

@@ -9,8 +9,10 @@ dicts. Names without a YAML file fall through to lm-eval's built-in tasks (for s
 on real models).
 
 A dimension's evaluation runs with that dimension's own settings (config
-``evaluation.dimensions.<dim>``): ``num_fewshot`` shots for every task, ``limit`` items per task
-and, per task, the ``metric`` key that stands for it (else :func:`_primary_metric`).
+``evaluation.dimensions.<dim>``): shots (``task_num_fewshot`` per task, else ``num_fewshot`` for every
+task, else each task's own YAML, as lm-eval's simple_evaluate takes it), ``limit`` items per task
+and, per task, the ``metric`` key that stands for it (else :func:`_primary_metric`). Every task
+summary records the shots it was scored with (``num_fewshot``).
 
 Every task summary says how its score reads: ``higher_is_better`` (lm-eval's flag for the
 metric) and ``aggregation``, "mean" (the score is the mean of the per-item scores) or
@@ -101,6 +103,20 @@ def _run_lm_eval(lm: Any, task_manager: Any, tasks: list[Any], *, limit: int | N
                             fewshot_as_multiturn=True, confirm_run_unsafe_code=confirm_run_unsafe_code)
 
 
+def _shots_used(name: str, leaves: dict[str, Any], dimension: str | None) -> int:
+    """The shots that go before each item of a task (0 for a rolling-likelihood task, which scores whole
+    documents without them); a group's leaves must agree, so that one number describes the task."""
+    used = {leaf: 0 if obj.get_config("output_type") == "loglikelihood_rolling" else int(obj.get_config("num_fewshot"))
+            for leaf, obj in leaves.items()}
+    if len(set(used.values())) > 1:
+        where = f"config key 'evaluation.dimensions.{dimension}.task_num_fewshot'" if dimension else "task_num_fewshot"
+        raise ValueError(
+            f"lm-eval task {name!r}: its subtasks take different shots ({used}); set one number for it "
+            f"({where}: {{{name}: N}}) or list its subtasks as tasks of their own"
+        )
+    return next(iter(used.values()))
+
+
 def evaluate(
     model_path: str | Path,
     tasks: list[str],
@@ -114,7 +130,8 @@ def evaluate(
     device: str = "cpu",
     dtype: str = "float32",
     allow_code_execution: bool = False,
-    num_fewshot: int = 0,
+    num_fewshot: int | None = None,
+    task_num_fewshot: dict[str, int] | None = None,
     metric: dict[str, str] | None = None,
     dimension: str | None = None,
     model_manifest: str | None = None,
@@ -122,11 +139,13 @@ def evaluate(
 ) -> dict:
     """Score one model on each task with fixed seeds; JSON-serialisable result.
 
-    ``num_fewshot`` shots go before every item of every task (also where a task's YAML says
-    otherwise), drawn with ``seed``; ``limit`` caps the items per task, ``task_limits`` per named task
-    (the first items, as ``limit`` takes them: a long-document task and a multiple-choice task in
-    one dimension need different counts for the same cost); ``metric`` maps a task
-    to the "metric,filter" key that stands for it instead of :func:`_primary_metric`. A key the
+    Each task takes its own YAML's shots (0 where it names none), as lm-eval's simple_evaluate does,
+    unless ``task_num_fewshot`` names it or ``num_fewshot`` is given: then that many go before every
+    item (also where the YAML says otherwise); shots are drawn with ``seed``, and each task summary's
+    ``num_fewshot`` says how many it was scored with. ``limit`` caps the items per task,
+    ``task_limits`` per named task (the first items, as ``limit`` takes them: a long-document task and
+    a multiple-choice task in one dimension need different counts for the same cost); ``metric`` maps
+    a task to the "metric,filter" key that stands for it instead of :func:`_primary_metric`. A key the
     task does not report is an error naming ``dimension`` (the config dimension, for messages).
 
     Tasks with a YAML in ``task_dir`` are passed to lm-eval as config dicts whose data
@@ -141,9 +160,10 @@ def evaluate(
     """
     if not tasks:
         raise ValueError("evaluate: no tasks given")
-    metric, task_limits = dict(metric or {}), dict(task_limits or {})
-    if set(task_limits) - set(tasks):
-        raise TaskConfigError(f"task_limits for {sorted(set(task_limits) - set(tasks))} name no task of {tasks}")
+    metric, task_limits, task_shots = dict(metric or {}), dict(task_limits or {}), dict(task_num_fewshot or {})
+    for key, per_task in (("task_limits", task_limits), ("task_num_fewshot", task_shots)):
+        if set(per_task) - set(tasks):
+            raise TaskConfigError(f"{key} for {sorted(set(per_task) - set(tasks))} name no task of {tasks}")
     if set(metric) - set(tasks):
         raise MetricError(
             f"{f'dimension {dimension!r}: ' if dimension else ''}metric overrides for {sorted(set(metric) - set(tasks))} "
@@ -183,6 +203,7 @@ def evaluate(
     # before the model loads, and to read their docs for the chance level afterwards.
     objects: list[Any] = []
     leaves_of: dict[str, dict[str, Any]] = {}
+    shots: dict[str, int] = {}
     for name, spec in specs.items():
         if isinstance(spec, str) and spec not in task_manager.all_tasks:
             raise TaskConfigError(
@@ -196,13 +217,18 @@ def evaluate(
             objects.append(group)
         else:
             objects.extend(loaded["tasks"].values())
+        requested = task_shots.get(name, num_fewshot)
         for leaf, obj in leaves_of[name].items():
             if name in metric and metric[name] not in metric_keys(obj):
                 raise metric_error(dimension, name, leaf, metric[name], metric_keys(obj), "lm-eval reports for it")
-            if num_fewshot and obj.get_config("output_type") == "loglikelihood_rolling":
+            if requested and obj.get_config("output_type") == "loglikelihood_rolling":
                 log.warning("task %s scores whole documents (loglikelihood_rolling): no shots", leaf)
-            # simple_evaluate leaves a YAML's "num_fewshot: 0" alone; the dimension's setting wins here
-            obj.set_config(key="num_fewshot", value=num_fewshot)
+            if requested is not None:
+                # simple_evaluate leaves a YAML's "num_fewshot: 0" alone; the study's setting wins here
+                obj.set_config(key="num_fewshot", value=requested)
+            elif obj.get_config("num_fewshot") is None:
+                obj.set_config(key="num_fewshot", value=0)  # as simple_evaluate does
+        shots[name] = _shots_used(name, leaves_of[name], dimension)
 
     caps = {name: task_limits.get(name, limit) for name in leaves_of}
     # lm-eval takes one limit for all tasks; its `samples` (doc indices per leaf) carries a cap per task.
@@ -233,9 +259,10 @@ def evaluate(
             summary[name] = leaf_summaries[name]
         else:
             summary[name] = group_summary(name, leaf_summaries, results, task_items)
+        summary[name]["num_fewshot"] = shots[name]
         log.info(
-            "%s: %s = %s (chance %s, n = %s)",
-            name, summary[name]["metric"], summary[name]["score"], summary[name]["chance"], summary[name]["n"],
+            "%s: %s = %s (%s-shot, chance %s, n = %s)", name, summary[name]["metric"], summary[name]["score"],
+            shots[name], summary[name]["chance"], summary[name]["n"],
         )
 
     versions = {k: (v if isinstance(v, (int, str)) else as_float(v)) for k, v in results.get("versions", {}).items()}
@@ -252,6 +279,7 @@ def evaluate(
             "device": device,
             "lm_eval_version": lm_eval_version(),
             "num_fewshot": num_fewshot,
+            **({"task_num_fewshot": task_shots} if task_shots else {}),
             "metric": metric,
             "task_versions": versions,
         },

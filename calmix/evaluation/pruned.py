@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from calmix.core.io import write_json
-from calmix.evaluation.checkpoint import evaluate_checkpoint, stale_dimensions
+from calmix.evaluation.checkpoint import evaluate_checkpoint, evaluation_context, stale_dimensions
+from calmix.models.folders import model_identity
 from calmix.pruning.checkpoints import current_report, prune_checkpoint, prune_key
 
 log = logging.getLogger(__name__)
@@ -39,17 +40,20 @@ def prune_and_evaluate(
     dimensions whose records are not current, and remove it unless ``keep``.
 
     The prune report (at report_path, kept either way) carries the prune key (calmix.pruning.checkpoints)
-    and the weights' sha256. A report with the current key says what pruning would produce, so when a
-    temporary checkpoint's records are all current under those weights nothing is pruned or loaded. A
+    and the weights' sha256; the dense model's identity (calmix.models.folders.model_identity) is in the
+    prune key and in every record's evaluation key. A report with the current key says what pruning
+    would produce, so when a temporary checkpoint's records are all current under those weights nothing
+    is pruned or loaded. A
     kept checkpoint is a Snakemake output, removed before its job reruns (rules/common.smk:
     kept_checkpoints), so it is always pruned. ``evaluation`` is evaluate_checkpoint's keyword
     arguments (dimensions, outputs, data, identity, context, task_dir, data_root).
     """
-    key = prune_key(model_dir, shard, method=method, target=target, dtype=dtype, device=device, code=pruning_code,
-                    model_manifest=model_manifest, **options)
+    dense = model_identity(model_dir, model_manifest)
+    key = prune_key(dense, shard, method=method, target=target, dtype=dtype, device=device, code=pruning_code,
+                    **options)
     try:
         report = current_report(report_path, key)
-        context = {**evaluation["context"], "dtype": dtype, "device": device}
+        context = evaluation_context(evaluation["context"], dense, dtype=dtype, device=device)
         if report is not None and not keep and not stale_dimensions(
                 report["weights_sha256"], evaluation["dimensions"], evaluation["outputs"],
                 data=evaluation["data"], context=context):
@@ -60,7 +64,7 @@ def prune_and_evaluate(
         if report != pruned:
             write_json(report_path, pruned)
         return evaluate_checkpoint(checkpoint, dtype=dtype, device=device, model_manifest="prune_report.json",
-                                   **evaluation)
+                                   dense_model=dense, **evaluation)
     finally:
         if not keep and Path(checkpoint).exists():
             shutil.rmtree(checkpoint)

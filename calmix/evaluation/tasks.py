@@ -59,6 +59,13 @@ def items_spec(task: str, task_dir: Path = DEFAULT_TASK_DIR) -> dict | None:
     return (_plain_yaml(yaml_path).get("metadata") or {}).get("calmix_items")
 
 
+def heldout_text_tasks(tasks: Iterable[str], task_dir: Path = DEFAULT_TASK_DIR) -> list[str]:
+    """The tasks of ``task_dir`` that score held-out text by rolling log-likelihood (perplexity):
+    calmix writes their documents, and rule heldout_check proves no calibration source holds one."""
+    return [t for t in tasks if task_yaml(t, task_dir).is_file()
+            and _plain_yaml(task_yaml(t, task_dir)).get("output_type") == "loglikelihood_rolling"]
+
+
 def executes_code(task: str, task_dir: Path = DEFAULT_TASK_DIR) -> bool:
     """Whether an lm-eval task runs the code the model writes (needs evaluation.allow_code_execution):
     a task of ``task_dir`` whose YAML says ``unsafe_code: true``, or one of lm-eval's code families."""

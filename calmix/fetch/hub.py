@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from calmix.core.integrity import weights_sha256
+from calmix.core.records import FetchManifest
+from calmix.models.folders import MODEL_FILES, blob_sha256
+
 log = logging.getLogger(__name__)
 
 #: Seconds to wait for a TCP connection to the hub before treating it as unreachable.
@@ -32,6 +36,10 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 class HubUnreachable(RuntimeError):
     """The hub cannot be reached and the local cache does not hold what was asked for."""
+
+
+class HubCacheError(RuntimeError):
+    """A file in the Hugging Face cache is not what the cache says it is."""
 
 
 def _truthy(value: str | None) -> bool:
@@ -117,10 +125,6 @@ def resolve_dataset_revision(path: str, revision: str) -> str | None:
     return sha
 
 
-#: Files of a model repository that loading needs (weights, configs, tokenizer); no other formats.
-MODEL_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "*.jinja"]
-
-
 def download_model(repo: str, revision: str) -> tuple[Path, str]:
     """Snapshot a model repository into the Hugging Face cache; returns (local folder, commit sha)."""
     from huggingface_hub import snapshot_download
@@ -141,6 +145,35 @@ def download_model(repo: str, revision: str) -> tuple[Path, str]:
             ) from e
     folder = Path(folder)
     return folder, folder.name  # snapshot folders are named by the commit sha
+
+
+def snapshot_weights(folder: str | Path) -> dict[str, str]:
+    """{file: sha256} of a snapshot's weights, hashed once when fetched (what every job's keys then read
+    from the fetch manifest). huggingface_hub names an LFS file's blob by the sha256 the hub gave it but
+    does not check the bytes it wrote against it, so they are checked here."""
+    weights = weights_sha256(folder)
+    for name, sha in weights.items():
+        named = blob_sha256(Path(folder) / name)
+        if named not in (None, sha):
+            raise HubCacheError(
+                f"{Path(folder) / name} has sha256 {sha}, not the {named} its blob in the Hugging Face cache is "
+                "named by (a damaged download): delete that blob and fetch again"
+            )
+    return weights
+
+
+def fetch_model(repo: str, revision: str) -> FetchManifest:
+    """Snapshot a hub model into the Hugging Face cache: its fetch manifest (results/models/{model}.json),
+    which names the snapshot, the commit and the weights' sha256 (calmix.models.folders.model_identity)."""
+    folder, sha = download_model(repo, revision)
+    return {
+        "repo": repo,
+        "revision": revision,
+        "resolved_revision": sha,
+        "path": str(folder),
+        "bytes": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()),
+        "weights_sha256": snapshot_weights(folder),
+    }
 
 
 def download_file(repo: str, filename: str, revision: str) -> tuple[Path, str]:

@@ -1,4 +1,4 @@
 """Dense and pruned checkpoints as every model-reading rule loads them (tokenize, metrics,
 generate_pool, prune, evaluate), and GGUF files made checkpoints (convert_gguf): the model loader,
-pruning-target labels and the tokenizer.
+pruning-target labels, the tokenizer, and a dense model's identity in the keys that decide reruns.
 """

@@ -1,22 +1,34 @@
-"""Getting at a model's decoder layers and their inputs: the layer list, the recorded arguments of
-every layer's call, the probe that finds linears fed the same input, and statistics passes.
+"""Getting at a model's decoder layers and their inputs: the layer list, the prunable linears and
+their weights as (out, in), the recorded arguments of every layer's call, the probe that finds
+linears fed the same input, and statistics passes.
 
 The driver records every argument the model passes to each decoder layer (transformers 5 passes rotary
 ``position_embeddings`` and per-layer-type attention masks), where the reference records only the mask.
+
+A "linear" is an ``nn.Linear`` or transformers' ``Conv1D`` (GPT-2 and its relatives), which computes
+x @ W + b with W stored (in, out), the transpose of nn.Linear's. Every kernel prunes the (out, in)
+layout (:func:`weight_out_in`): Wanda's comparison groups are output rows and SparseGPT's Hessian is
+over the input features, whatever the storage. Decoder weights of any other kind are refused
+(:func:`check_prunable`), never silently left dense.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from calmix.pruning.masks import PruningError
 from calmix.pruning.statistics import Statistic
+
+log = logging.getLogger(__name__)
 
 # Where the decoder layer list lives, tried in order (attribute paths from the *ForCausalLM model).
 _LAYER_PATHS = (
@@ -24,10 +36,12 @@ _LAYER_PATHS = (
     "model.decoder.layers",  # OPT
     "model.language_model.layers",  # multimodal wrappers in transformers 5
     "gpt_neox.layers",  # Pythia
-    "transformer.h",  # GPT-2 style (uses Conv1D, so nothing would be pruned there)
+    "transformer.h",  # GPT-2 style (Conv1D)
     "layers",  # a bare decoder model
 )
 
+#: The modules whose weights calmix prunes.
+PRUNABLE = (nn.Linear, Conv1D)
 
 
 def layer_list_and_path(model: nn.Module) -> tuple[nn.ModuleList, str]:
@@ -49,8 +63,72 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return layer_list_and_path(model)[0]
 
 
-def linears_of(module: nn.Module) -> dict[str, nn.Linear]:
-    return {name: m for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+def linears_of(module: nn.Module) -> dict[str, nn.Module]:
+    """The prunable linears (nn.Linear, Conv1D) under module, by name, in module order."""
+    return {name: m for name, m in module.named_modules() if isinstance(m, PRUNABLE)}
+
+
+def in_features(linear: nn.Module) -> int:
+    return linear.weight.shape[0] if isinstance(linear, Conv1D) else linear.in_features
+
+
+def weight_out_in(linear: nn.Module) -> torch.Tensor:
+    """The weight as (out_features, in_features), the layout every kernel prunes: nn.Linear's own
+    tensor, a contiguous transposed copy of a Conv1D's (in, out)."""
+    weight = linear.weight.data
+    return weight.t().contiguous() if isinstance(linear, Conv1D) else weight
+
+
+def set_weight_out_in(linear: nn.Module, weight: torch.Tensor) -> None:
+    """Write an (out, in) weight back in the linear's own layout."""
+    linear.weight.data.copy_(weight.t() if isinstance(linear, Conv1D) else weight)
+
+
+def model_name(model: nn.Module) -> str:
+    """How an error names a model: its class and, where transformers recorded it, where it came from."""
+    origin = getattr(getattr(model, "config", None), "name_or_path", "") or ""
+    return f"{type(model).__name__}{f' ({origin})' if origin else ''}"
+
+
+def check_prunable(model: nn.Module, layers: nn.ModuleList, path: str) -> None:
+    """Refuse a model whose decoder layers hold weight matrices calmix cannot prune (fused expert
+    tensors, convolutions, quantised or custom modules), or no linear at all: such a model would
+    come out partly or wholly dense and be evaluated as pruned. Cheap; run before any statistics."""
+    alien = [
+        f"{path}.{index}.{module_name}{'.' if module_name else ''}{param} ({type(module).__name__})"
+        for index, layer in enumerate(layers)
+        for module_name, module in layer.named_modules()
+        if not isinstance(module, PRUNABLE)
+        for param, value in module.named_parameters(recurse=False)
+        if value.dim() >= 2
+    ]
+    if alien:
+        raise PruningError(
+            f"model {model_name(model)}: its decoder layers hold {len(alien)} weight matrices that are neither "
+            f"nn.Linear nor transformers' Conv1D, e.g. {', '.join(alien[:3])}; calmix prunes only those two, so this "
+            "model would stay partly dense. Use a model whose decoder layers are built of linear layers"
+        )
+    if not any(linears_of(layer) for layer in layers):
+        raise PruningError(
+            f"model {model_name(model)}: its decoder layers ({path}) hold no nn.Linear or Conv1D, so nothing "
+            "would be pruned; calmix cannot prune this architecture"
+        )
+
+
+def check_prunable_folder(folder: str | Path) -> None:
+    """:func:`check_prunable` on a model folder's config.json alone: the model built on the meta device
+    (no weights read or allocated), so a model calmix cannot prune is refused before it is loaded. A
+    config transformers cannot build here (custom code) is left to the check on the loaded model."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        log.info("%s: no skeleton from config.json (%s); the loaded model is checked instead", folder, exc)
+        return
+    check_prunable(model, *layer_list_and_path(model))
 
 
 class StopForward(Exception):
@@ -186,7 +264,7 @@ class Probe:
     arguments: dict[str, tuple[tuple, dict]]  # linear's parent module -> (args, kwargs) of its call
 
 
-def probe_layer(layer: nn.Module, linears: dict[str, nn.Linear], run: Callable[[], Any]) -> Probe:
+def probe_layer(layer: nn.Module, linears: dict[str, nn.Module], run: Callable[[], Any]) -> Probe:
     """Group the linears that receive the very same input tensors (q/k/v, gate/up) by one probe run.
 
     Every input is kept alive until the grouping is done, so a freed tensor's memory cannot be reused
@@ -256,8 +334,8 @@ def stage_entries(stages: list[list[list[str]]], probe: Probe) -> list[str | Non
 
 
 def collect(
-    layer: nn.Module, batches: list[Batch], stats: dict[nn.Linear, Statistic], index: int, name: str,
-    stop_after: nn.Linear | None = None,
+    layer: nn.Module, batches: list[Batch], stats: dict[nn.Module, Statistic], index: int, name: str,
+    stop_after: nn.Module | None = None,
     start: tuple[nn.Module, list[tuple[tuple, dict]]] | None = None,
     record: nn.Module | None = None,
 ) -> list[tuple[tuple, dict]]:
@@ -271,7 +349,7 @@ def collect(
     """
     recorded: list[tuple[tuple, dict]] = []
 
-    def hook(lin: nn.Linear, stat: Statistic) -> Callable[..., None]:
+    def hook(lin: nn.Module, stat: Statistic) -> Callable[..., None]:
         def add(module, args):
             stat.add(args[0])
             if lin is stop_after:

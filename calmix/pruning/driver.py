@@ -38,12 +38,16 @@ from calmix.pruning.capture import (
     Batch,
     Probe,
     capture,
+    check_prunable,
     collect,
+    in_features,
     layer_list_and_path,
     linears_of,
     probe_layer,
     run_layer,
+    set_weight_out_in,
     stage_entries,
+    weight_out_in,
 )
 from calmix.pruning.masks import PruningError, check_args, check_blocksize, count_zeros, nm_valid
 from calmix.pruning.statistics import STATISTICS, Statistic, reconstruction_error
@@ -86,17 +90,19 @@ def _prune_layer(
     leader = {member: group[0] for group in probe.groups for member in group}
     entries: dict[str, dict[str, Any]] = {}
 
-    def report(member: str, weight: torch.Tensor, hessian: torch.Tensor | None, extra: dict[str, Any]) -> None:
-        lin = linears[member]
+    def report(
+        member: str, dense: torch.Tensor, weight: torch.Tensor, hessian: torch.Tensor | None, extra: dict[str, Any]
+    ) -> None:
         entry: dict[str, Any] = {"name": f"{name}.{member}", **count_zeros(weight), "skipped": member in skipped}
         entry["target_sparsity"] = None if member in skipped else opts["sparsity"]
         entry["stats_group"] = f"{name}.{leader[member]}" if method.statistic else None
         entry["nm_valid"] = nm_valid(weight, opts["prunen"], opts["prunem"])
-        entry["recon_error"] = None if hessian is None else reconstruction_error(lin.weight.data, weight, hessian)
+        entry["recon_error"] = None if hessian is None else reconstruction_error(dense, weight, hessian)
         entries[member] = {**entry, **extra}
 
     for member in skipped:
-        report(member, linears[member].weight.data, None, {})
+        dense = weight_out_in(linears[member])
+        report(member, dense, dense, None, {})
     todo = [group for group in probe.groups if any(m not in skipped for m in group)]
     if true_sequential:
         stages = [[group] for group in todo]
@@ -107,7 +113,7 @@ def _prune_layer(
     for k, stage in enumerate(stages):
         stats: dict[str, Statistic] = {}
         if method.statistic is not None:
-            stats = {g[0]: STATISTICS[method.statistic](linears[g[0]].in_features, device) for g in stage}
+            stats = {g[0]: STATISTICS[method.statistic](in_features(linears[g[0]]), device) for g in stage}
             if k == 0:  # the probe already ran the first batch through the unpruned layer
                 for lead, stat in stats.items():
                     for x in probe.inputs.get(lead, ()):
@@ -138,13 +144,13 @@ def _prune_layer(
             for member in group:
                 if member in skipped:
                     continue
-                lin = linears[member]
+                dense = weight_out_in(linears[member])
                 try:
-                    pruned, extra = kernel.prune(lin.weight.data, prepared, **opts)
+                    pruned, extra = kernel.prune(dense, prepared, **opts)
                 except PruningError as exc:
                     raise PruningError(f"{name}.{member}: {exc}") from exc
-                report(member, pruned, stat if method.statistic == "hessian" else None, extra)
-                lin.weight.data.copy_(pruned)
+                report(member, dense, pruned, stat if method.statistic == "hessian" else None, extra)
+                set_weight_out_in(linears[member], pruned)
                 log.debug("%s.%s: %s", name, member, entries[member])
             del prepared
         del stats
@@ -191,7 +197,9 @@ def prune_model(
     profile: str = registry.UNIFORM,
     **profile_options: Any,
 ) -> PruneModelReport:
-    """Prune the decoder-layer linears of a Hugging Face causal LM in place; return a report.
+    """Prune the decoder-layer linears (nn.Linear, transformers' Conv1D) of a Hugging Face causal LM in
+    place; return a report. A model whose decoder layers hold weight matrices of any other kind (fused
+    expert tensors, convolutions) is refused before any work with :class:`PruningError`, naming it.
 
     ``windows`` (nsamples x seqlen token ids) are the calibration inputs; None is allowed for the
     data-free ``method="magnitude"``, which runs no forward pass at all. Layers are processed in
@@ -207,7 +215,9 @@ def prune_model(
     match them all, raise :class:`PruningError` before any work. Windows are never padded (calmix
     shards are exact windows). ``profile`` spreads an unstructured target over the decoder layers
     (registry.PROFILES; ``owl`` with ``owl_m`` and ``owl_lmbda``): each layer gets its own sparsity,
-    recorded as every linear's target_sparsity, with the mean over layers equal to ``sparsity``.
+    recorded as every linear's target_sparsity, with the mean over the pruned layers equal to ``sparsity``
+    (a layer that ``skip`` leaves wholly dense has none); OWL's ``owl_lmbda`` is checked against the
+    number of pruned layers before any work (calmix.pruning.registry.owl_extremes).
 
     Returns the JSON-serialisable report, a calmix.core.records.PruneModelReport: the settings as
     applied, one LayerEntry per linear in module order (its sparsity, target, statistic group, N:M
@@ -247,6 +257,7 @@ def prune_model(
 
     t_start = time.perf_counter()
     layers, path = layer_list_and_path(model)
+    check_prunable(model, layers, path)
     _check_skip(skip, [f"{path}.{index}.{name}" for index, layer in enumerate(layers) for name in linears_of(layer)])
     was_training = model.training
     model.eval()  # no dropout in the statistics

@@ -57,14 +57,41 @@ class Method:
         return importlib.import_module(self.module)
 
 
-def _owl_problem(pruning: dict[str, Any]) -> str | None:
-    """OWL's layer sparsities span target +- owl_lmbda, which must stay inside (0, 1)."""
+def owl_extremes(target: float, lmbda: float, layers: int) -> tuple[float, float]:
+    """The lowest and highest layer sparsity OWL can give ``layers`` pruned decoder layers. Its
+    sparsities span exactly 2 x lmbda with their mean at the target (the reference's mapping,
+    docs/definitions.md#owl), so they reach furthest when one layer sits alone at one end of the
+    span: target -+ 2 lmbda (layers - 1) / layers, more than lmbda from the target from 3 layers on."""
+    reach = 2 * lmbda * (layers - 1) / layers if layers > 1 else 0.0
+    return target - reach, target + reach
+
+
+def owl_problem(target: float, lmbda: float, layers: int | None = None, model: str | None = None) -> str | None:
+    """Why owl_lmbda cannot serve this target (a layer sparsity could leave (0, 1)), or None. With
+    ``layers`` (the pruned decoder layers of ``model``) unknown, the bound of two layers, target -+
+    lmbda, which every model with more than one layer can reach. One layer has no spread."""
+    lo, hi = owl_extremes(target, lmbda, 2 if layers is None else layers)
+    if (0 < lo and hi < 1) or (layers is not None and layers < 2):
+        return None
+    if layers is None:
+        whose, most = " with two pruned decoder layers or more", min(target, 1 - target)
+    else:
+        whose = f" with the {layers} pruned decoder layers{f' of model {model!r}' if model else ''}"
+        most = min(target, 1 - target) * layers / (2 * (layers - 1))
+    return (
+        f"config key 'pruning.owl_lmbda': {lmbda:g} can put a layer's sparsity for target {target:g} as low as "
+        f"{lo:.4g} or as high as {hi:.4g}{whose}, outside (0, 1): OWL's layer sparsities span 2 x owl_lmbda with "
+        f"their mean at the target, so one layer can sit up to 2 x owl_lmbda x (layers - 1) / layers from it "
+        f"(docs/definitions.md#owl); use less than {most:.4g}"
+    )
+
+
+def _owl_problem(pruning: dict[str, Any], layers: int | None = None, model: str | None = None) -> str | None:
+    """OWL's layer sparsities must stay inside (0, 1) for every target (owl_problem)."""
     for s in pruning["sparsities"]:
-        if not pruning["owl_lmbda"] < min(s, 1 - s):
-            return (
-                f"config key 'pruning.owl_lmbda': {pruning['owl_lmbda']:g} would put layer sparsities of target {s:g} "
-                f"outside (0, 1): OWL spreads them over target +- owl_lmbda; use less than {min(s, 1 - s):g}"
-            )
+        problem = owl_problem(s, pruning["owl_lmbda"], layers, model)
+        if problem:
+            return problem
     return None
 
 
@@ -72,12 +99,13 @@ def _owl_problem(pruning: dict[str, Any]) -> str | None:
 class Profile:
     """How the target sparsity is spread over the decoder layers: ``uniform`` (every layer at the
     target) or a non-uniform profile whose module computes each layer's sparsity (unstructured
-    targets only). ``problem(pruning config)`` says what in a validated config it cannot work with."""
+    targets only). ``problem(pruning config, layers, model)`` says what in a validated config it cannot
+    work with, for a model with that many pruned decoder layers (None: not known before the job)."""
 
     name: str
     knobs: tuple[Knob, ...] = ()
     module: str | None = None
-    problem: Callable[[dict[str, Any]], str | None] = lambda pruning: None
+    problem: Callable[[dict[str, Any], int | None, str | None], str | None] = lambda pruning, layers, model: None
 
     def kernel(self) -> ModuleType:
         return importlib.import_module(self.module)
