@@ -217,15 +217,16 @@ def items_file(task):
 
 
 # The study's tasks that score held-out text by perplexity: rule heldout_check proves, before any
-# evaluation, that no calibration source holds one of their items.
+# evaluation, that no calibration source holds one of their items. Its record is a gate, not data:
+# ancient, so that checking a new source again reruns no finished evaluation (a new set's waits for it).
 HELDOUT_TASKS = lm_tasks.heldout_text_tasks(
     sorted({t for d in config["evaluation"]["dimensions"].values() for t in d["tasks"]}), Path(workflow.basedir) / TASK_DIR
 )
-HELDOUT_CHECK = ["results/eval/heldout_check.json"] if HELDOUT_TASKS else []
+HELDOUT_CHECK = [ancient("results/eval/heldout_check.json")] if HELDOUT_TASKS else []
 
 
 def task_data(dimension=None):
-    """What a dimension's evaluation reads (every dimension's, without one, and the held-out check
+    """What a dimension's evaluation reads (every dimension's, without one, and then the held-out check
     every evaluation waits for): the world's held-out items, items built offline, or the fetched task data."""
     if dimension is None:
         return sorted({path for d in DIMENSIONS for path in task_data(d)}) + HELDOUT_CHECK

@@ -46,7 +46,7 @@ rule train_world_model:
         train=config["world"]["train"],
     wildcard_constraints:
         model="|".join(map(re.escape, WORLD_MODELS)) or "^$",
-    threads: workflow.cores
+    threads: config["world"]["train"]["threads"]  # torch's threads are this, whatever --cores says: the weights depend on them
     conda:
         "../envs/calmix.yaml"
     log:

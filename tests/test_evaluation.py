@@ -734,13 +734,13 @@ def test_a_task_takes_its_own_yamls_shots_as_simple_evaluate_does(world, tmp_pat
     task_dir = _own_shots_tasks(tmp_path, own)
     runs = _recording_runs(monkeypatch)
     lm = load_lm(world["model"], batch_size=8)
-    res = evaluate(world["model"], list(own), task_dir=task_dir, data_root=world["root"], limit=3, seed=seed, lm=lm)
-    _, objects = _task_objects(world, list(own), shots=None, task_dir=task_dir)
-    theirs = simple_evaluate(model=lm, tasks=objects, limit=3, random_seed=seed, numpy_random_seed=seed,
+    res = evaluate(world["model"], list(own), task_dir=task_dir, data_root=world["root"], limit=2, seed=seed, lm=lm)
+    manager, objects = _task_objects(world, list(own), shots=None, task_dir=task_dir)
+    theirs = simple_evaluate(model=lm, tasks=objects, task_manager=manager, limit=2, random_seed=seed, numpy_random_seed=seed,
                              torch_random_seed=seed, fewshot_random_seed=seed)
     for name, n in own.items():
         ours = _prompts(runs[0], name)
-        assert ours == _prompts(theirs, name) and len(ours) == 3
+        assert ours == _prompts(theirs, name) and len(ours) == 2
         assert all(len(args[0][0].split("\n\n")) == n + 1 for _, args, _, _ in ours)  # n shots, then the item
     assert runs[0]["results"] == theirs["results"]
     assert {t: s["num_fewshot"] for t, s in res["tasks"].items()} == own
@@ -828,8 +828,8 @@ def test_run_lm_eval_scores_as_simple_evaluate_does(world):
     names, seed = ["world_general", "world_math"], 7
     manager, objects = _task_objects(world, names, shots=2)
     ours = _run_lm_eval(lm, manager, objects, limit=4, samples=None, seed=seed, confirm_run_unsafe_code=False)
-    _, objects = _task_objects(world, names, shots=2)
-    theirs = simple_evaluate(model=lm, tasks=objects, limit=4, random_seed=seed, numpy_random_seed=seed,
+    manager, objects = _task_objects(world, names, shots=2)
+    theirs = simple_evaluate(model=lm, tasks=objects, task_manager=manager, limit=4, random_seed=seed, numpy_random_seed=seed,
                              torch_random_seed=seed, fewshot_random_seed=seed)
     assert ours["results"] == theirs["results"]
     for name in names:

@@ -76,15 +76,16 @@ def test_gpt2_decoder_reaches_the_target(method):
         assert torch.isfinite(model(windows(2)).logits).all()
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_gpt2_is_pruned_as_its_linear_twin(method):
+@pytest.mark.parametrize("method, options", [(m, {}) for m in METHODS] + [
+    (m, {"profile": "owl", "owl_m": 3.0, "owl_lmbda": 0.1}) for m in ("wanda", "magnitude")])
+def test_gpt2_is_pruned_as_its_linear_twin(method, options):
     """Oracle: the Conv1D weights transposed into nn.Linear and pruned by the Linear path. Same masks, same
-    weights: Wanda's rows and SparseGPT's Hessian run over the same (input) axis in both."""
+    weights: Wanda's rows, SparseGPT's Hessian and OWL's scores run over the same axes in both."""
     model = tiny_gpt2()
     twin = as_linear(model)
     data = None if method == "magnitude" else windows()
-    prune_model(model, data, 0.5, method=method)
-    prune_model(twin, data, 0.5, method=method)
+    report = prune_model(model, data, 0.5, method=method, **options)
+    assert report["profile"] == prune_model(twin, data, 0.5, method=method, **options)["profile"]
     for name, conv in conv1ds(model).items():
         want = decoder_layers(twin).get_submodule(name).weight.detach()
         got = conv.weight.detach().t()

@@ -31,7 +31,7 @@ SCRIPTS = REPO / "scripts"
 
 NSAMPLES, SEQLEN = 4, 16
 ARCH = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 128}
-TRAIN = {"steps": 2, "batch_size": 2, "seqlen": 16, "lr": 0.003, "bf16": False, "seed": 0}
+TRAIN = {"steps": 2, "batch_size": 2, "seqlen": 16, "lr": 0.003, "bf16": False, "seed": 0, "threads": 1}
 PRUNING = {"skip": [], "blocksize": 128, "percdamp": 0.01, "wanda_variant": "cumulative", "true_sequential": False,
            "batch_size": 2, "owl_m": 5.0, "owl_lmbda": 0.08}
 #: (pruned-set label, target, calibration set): damping and OWL's profile, cumulative Wanda's alpha, N:M data-free.

@@ -214,6 +214,8 @@ class TrainingSummary(TypedDict):
     steps: int
     final_loss: float  # mean training loss of the last 50 steps
     wall_time_s: float
+    threads: int  # torch threads (world.train.threads)
+    kernels: dict[str, str]  # the CPU kernels it computed with: calmix.core.kernels.in_use()
 
 
 class TrainingManifest(TrainingSummary):

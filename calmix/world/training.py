@@ -2,7 +2,9 @@
 
 The model only has to be good enough on every capability dimension that pruning visibly costs
 capability; it is trained on random windows of the world's pretraining stream with AdamW and a
-warmup + cosine schedule. Seeded: the same corpus, config and thread count give the same weights.
+warmup + cosine schedule. Seeded, and the same bytes on any x86-64 machine: the CPU kernels are
+pinned (calmix.core.kernels) and the thread count is the config's (world.train.threads), not the
+machine's or Snakemake's --cores.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from calmix.core import kernels
 from calmix.core.records import TrainingSummary
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ def train_model(
 ) -> TrainingSummary:
     """Train from scratch and save with save_pretrained (model and tokenizer); returns a summary
     (training.json holds it, with the weights' sha256: calmix.core.records.TrainingManifest)."""
+    kernels.check_pinned("the world model")
+    torch.set_num_threads(train["threads"])
     stream = token_stream(texts, tokenizer)
     model = build_model(tokenizer, arch, seed)
     model.train()
@@ -121,4 +126,6 @@ def train_model(
         "steps": steps,
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "wall_time_s": round(time.perf_counter() - start, 1),
+        "threads": train["threads"],
+        "kernels": kernels.in_use(),
     }
