@@ -44,9 +44,11 @@ DEVICE = config["device"]
 GPU = int(DEVICE == "cuda")
 DIMENSIONS = list(config["evaluation"]["dimensions"])
 TASK_DIR = "resources/lm_eval_tasks"  # relative to the repository: params never name where it is checked out
-# The versions of torch, transformers and lm-eval: a param of the jobs that prune and score, so that an
-# upgrade reruns them; inside, each record's key holds the versions the job ran (calmix.core.versions).
+# The versions of torch, transformers and lm-eval: a param of the jobs that score (PRUNING_STACK: torch's
+# and transformers', of the jobs that only prune), so that an upgrade reruns them; inside, each record's
+# and prune report's key holds the versions the job ran (calmix.core.versions).
 STACK = versions.package_versions(versions.EVALUATION)
+PRUNING_STACK = versions.package_versions(versions.PRUNING)
 # lm-eval settings shared by every evaluation job; the code-execution opt-in only when given, so
 # studies without it keep their params (and their finished evaluations).
 HARNESS = {
@@ -257,15 +259,10 @@ CHECKPOINTS = plan.checkpoints(config["pruning"], CALIBS, SEEDS, BASELINE)
 SWEPT = [[method, targets.display(target)] for method, target in plan.settings(config["pruning"])]
 
 
-# Temporary checkpoints (pruning.keep_checkpoints): removed once evaluated, pruned again when a rerun needs one.
+# Kept checkpoints (pruning.keep_checkpoints) are outputs of rule prune, scored by rule evaluate_pruned;
+# temporary ones live inside a prune_and_evaluate job, removed once scored, pruned again when a rerun
+# needs one (rules/prune.smk).
 KEEP_CHECKPOINTS = plan.keeps_checkpoints(config["pruning"], config["models"])
-
-
-def kept_checkpoints(paths):
-    """A pruned checkpoint is an output only where it stays; a temporary one lives inside its job.
-    Not update(): Snakemake would copy a kept checkpoint aside before every rerun (a 16 GB copy for
-    8B), and a copy left by a killed run stops the next one; a rerun prunes it again instead."""
-    return [directory(path) for path in paths] if KEEP_CHECKPOINTS else []
 
 
 def pruning_code(method):
@@ -293,14 +290,37 @@ def pruning_inputs(wildcards):
 
 
 # The main block's checkpoints (every set and seed at each of its calibrated settings), which the
-# prune_and_evaluate rule makes one set at a time. Its settings are every method with every target
-# except OWL with N:M, which no block prunes, so constraints on each wildcard alone match exactly them.
+# prune and prune_and_evaluate rules make one set and setting at a time, and evaluate_pruned scores
+# one set at a time. Its settings are every method with every target except OWL with N:M, which no
+# block prunes, so constraints on each wildcard alone match exactly them.
 MAIN_SETTINGS = [(m, t) for m, t in plan.settings(config["pruning"]) if not data_free(m)]
 MAIN_BLOCK = {
     "method": one_of(sorted({m for m, _ in MAIN_SETTINGS})),
     "target": one_of(sorted({t for _, t in MAIN_SETTINGS})),
     "calib": one_of(CALIBS),
 }
+# (method, target, seed) of the checkpoints one evaluate_pruned job scores, in its outputs' order: a
+# set's at every main-block setting; evaluate_pruned_seed's one, as wildcards.
+MAIN_CHECKPOINTS = [(m, t, s) for m, t in MAIN_SETTINGS for s in SEEDS]
+ONE_CHECKPOINT = [("{method}", "{target}", "{seed}")]
+
+
+def pruned_records(checkpoints, suffix):
+    """The records of each checkpoint, dimension by dimension (suffix: .json or .items.parquet)."""
+    return [f"results/eval/{{model}}/{m}/{t}/{{calib}}/seed{s}/{d}{suffix}" for m, t, s in checkpoints for d in DIMENSIONS]
+
+
+def evaluated_checkpoints(wildcards):
+    """(method, target, seed) of each checkpoint an evaluate_pruned(_seed) job scores, in its outputs' order."""
+    if "seed" in wildcards.keys():
+        return [(wildcards.method, wildcards.target, int(wildcards.seed))]
+    return MAIN_CHECKPOINTS
+
+
+def evaluated_identities(wildcards):
+    """What each record of an evaluate_pruned(_seed) job starts with, checkpoint by checkpoint."""
+    return [{"model": wildcards.model, "method": m, "sparsity": targets.display(t), "calib": wildcards.calib, "seed": s}
+            for m, t, s in evaluated_checkpoints(wildcards)]
 
 
 def method_options(wildcards):

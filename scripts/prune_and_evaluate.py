@@ -1,6 +1,6 @@
 """Prune the dense model once per seed (with that seed's calibration shard, unless the method is
-data-free) and score each pruned checkpoint on every capability dimension, one record per dimension;
-remove each checkpoint unless it is kept."""
+data-free) into a temporary checkpoint, score it on every capability dimension, one record per
+dimension, and remove it (calmix.evaluation.pruned)."""
 
 from pathlib import Path
 
@@ -22,7 +22,6 @@ with compute_device(params.device) as device:
             shards[i],
             params.checkpoints[i],
             output.reports[i],
-            keep=params.keep,
             method=w.method,
             target=w.target,
             pruning_code=params.pruning_code,

@@ -736,8 +736,8 @@ def test_a_task_takes_its_own_yamls_shots_as_simple_evaluate_does(world, tmp_pat
     lm = load_lm(world["model"], batch_size=8)
     res = evaluate(world["model"], list(own), task_dir=task_dir, data_root=world["root"], limit=2, seed=seed, lm=lm)
     manager, objects = _task_objects(world, list(own), shots=None, task_dir=task_dir)
-    theirs = simple_evaluate(model=lm, tasks=objects, task_manager=manager, limit=2, random_seed=seed, numpy_random_seed=seed,
-                             torch_random_seed=seed, fewshot_random_seed=seed)
+    theirs = simple_evaluate(model=lm, tasks=objects, task_manager=manager, limit=2, random_seed=seed,
+                             numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
     for name, n in own.items():
         ours = _prompts(runs[0], name)
         assert ours == _prompts(theirs, name) and len(ours) == 2
@@ -763,7 +763,7 @@ def test_task_num_fewshot_overrides_the_dimension_and_the_yaml(world, tmp_path, 
                  task_num_fewshot={"world_code": 1})
 
 
-#: The installed lm-eval's YAML of each task of the paper's study (mmlu: one subject's; all 57 include the same template).
+#: The installed lm-eval's YAML of each task of the paper's study (mmlu: one subject's; all 57 include one template).
 LM_EVAL_YAMLS = {
     "mmlu": "mmlu/default/mmlu_anatomy.yaml", "hellaswag": "hellaswag/hellaswag.yaml", "piqa": "piqa/piqa.yaml",
     "winogrande": "winogrande/default.yaml", "arc_easy": "arc/arc_easy.yaml", "arc_challenge": "arc/arc_challenge.yaml",
@@ -785,7 +785,8 @@ def test_the_paper_config_states_each_tasks_standard_shots_and_metric():
     shots, own = {}, {}
     for spec in config["evaluation"]["dimensions"].values():
         for task in spec["tasks"]:
-            lm_yaml = load_yaml(Path(lm_eval.__file__).parent / "tasks" / LM_EVAL_YAMLS[task], resolve_func=False, recursive=True)
+            lm_yaml = load_yaml(Path(lm_eval.__file__).parent / "tasks" / LM_EVAL_YAMLS[task], resolve_func=False,
+                                recursive=True)
             own[task] = lm_yaml.get("num_fewshot") or 0
             configured = spec.get("task_num_fewshot", {}).get(task, spec.get("num_fewshot"))
             shots[task] = own[task] if configured is None else configured

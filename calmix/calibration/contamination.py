@@ -22,11 +22,14 @@ finds every window of every held-out text at once, in time linear in the text re
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import ahocorasick
+
+log = logging.getLogger(__name__)
 
 #: Words in a window: 50 words are about 300 characters of English prose, or a few lines of code.
 WINDOW = 50
@@ -105,7 +108,12 @@ def overlaps(heldout: Mapping[Hashable, str], documents: Iterable[tuple[Hashable
 
 
 class HeldoutOverlapError(ValueError):
-    """Held-out text found in calibration text; the message names every such item, where it is and what to do."""
+    """Held-out text found in calibration text; the message names such items, where they are and what
+    to do; ``overlaps`` lists every one: (task, item, source, Overlap)."""
+
+    def __init__(self, message: str, overlaps: list[tuple[str, str, str, Overlap]]) -> None:
+        super().__init__(message)
+        self.overlaps = overlaps
 
 
 #: Items an error message names one by one; it counts the rest.
@@ -128,16 +136,22 @@ def check_heldout(tasks: Mapping[str, list[dict]], sources: Iterable[tuple[str, 
             for o in index.overlaps(doc["id"], document_text(doc)):
                 found[o.heldout].append((name, o))
     if found:
-        lines = [_where(task, labels[task, i], found[task, i]) for task, i in sorted(found)]
-        more = f"\n  ... and {len(lines) - _SHOWN} more items" if len(lines) > _SHOWN else ""
+        items = sorted(found)
+        every = [(task, labels[task, i], name, o) for task, i in items for name, o in found[task, i]]
+        for task, label, name, o in every:
+            log.error("task %s, item %r: %d of its %d windows in source %r, document %r%s", task, label, o.found,
+                      o.windows, name, o.document, " (whole)" if o.contained else "")
+        lines = [_where(task, labels[task, i], found[task, i]) for task, i in items]
+        more = f"\n  ... and {len(lines) - _SHOWN} more items (the log lists every overlap)" if len(lines) > _SHOWN else ""
         raise HeldoutOverlapError(
             f"held-out text is in the calibration data: {len(lines)} items of held-out tasks overlap documents of "
             f"calibration sources (they share a run of {window} words, or the whole item, after "
             "calmix.calibration.contamination.normalise), so their perplexity would be measured on text the "
             "calibration sets contain:\n  " + "\n  ".join(lines[:_SHOWN]) + more + "\n"
-            "Leave those files out of the source (an installed source's 'exclude' globs, e.g. exclude: "
-            "[pydoc_data/topics.py]), or draw the task's items from files no calibration source reads "
-            "(metadata.calmix_items.sources of resources/lm_eval_tasks/<task>.yaml)."
+            "Leave the items' files out of those sources (an installed source's 'exclude' globs, e.g. exclude: "
+            "[pydoc_data/topics.py]), or draw the tasks' items from files no calibration source reads "
+            "(metadata.calmix_items.sources of resources/lm_eval_tasks/<task>.yaml).",
+            every,
         )
     return {
         "window": window,

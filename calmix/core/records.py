@@ -430,7 +430,7 @@ class TaskSummary(TypedDict):
     """One task's score in an eval record's ``tasks`` (calmix.evaluation.harness: _leaf_summary, _group_summary)."""
 
     metric: str  # the "metric,filter" key that stands for the task, e.g. "acc,none"
-    num_fewshot: int  # shots before each item, as scored: the task's YAML unless the dimension set them; 0 for loglikelihood_rolling
+    num_fewshot: int  # shots before each item, as scored (the task YAML's unless the dimension sets them; 0: rolling)
     score: float | None
     stderr: float | None
     chance: float | None  # expected score of guessing; None for perplexity metrics and other output types
