@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Peak memory of calmix's model-facing stages at Llama-3.1-8B's widths: metrics, pruning, evaluation.
 
-One randomly initialised LlamaForCausalLM (transformers LlamaConfig, seeded) with Llama-3.1-8B's
-shapes (hidden 4096, intermediate 14336, 32 heads, 8 KV heads, vocabulary 128,256, untied head) but
-``--layers`` (2) decoder layers, and random token windows (seeded). Each phase runs in a fresh
+One randomly initialised LlamaForCausalLM (transformers LlamaConfig; a seeded block of random values
+tiled over every matrix) with Llama-3.1-8B's shapes (hidden 4096, intermediate 14336, 32 heads, 8 KV
+heads, vocabulary 128,256, untied head) but ``--layers`` (2) decoder layers, and random token windows
+(seeded). Each phase runs in a fresh
 subprocess (``--only PHASE``), so peaks never mix; on CUDA ``torch.cuda.max_memory_allocated``, on
 CPU the process's ``ru_maxrss``; "working" is the peak minus what the process held after imports,
 the model build and a small warm-up (the "baseline": runtime and weights).
@@ -63,15 +64,26 @@ SPARSITY = 0.6
 
 def build_model(args):
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.initialization import no_init_weights
 
     config = LlamaConfig(
         vocab_size=SHAPE["vocab"], hidden_size=SHAPE["hidden"], intermediate_size=SHAPE["intermediate"],
         num_hidden_layers=args.layers, num_attention_heads=SHAPE["heads"], num_key_value_heads=SHAPE["kv_heads"],
         max_position_embeddings=max(args.seqlen, args.eval_len, 2048), tie_word_embeddings=False,
     )
-    torch.manual_seed(args.seed)
-    with torch.device(args.device):  # built in its dtype where it lives: no float32 copy raises the peak
+    with torch.device(args.device), no_init_weights():  # in its dtype where it lives: no float32 copy raises the peak
         model = LlamaForCausalLM._from_config(config, dtype=DTYPES[args.dtype])
+    # A seeded block of N(0, 0.02^2) values tiled over every matrix: a full random init of 1.5 G values
+    # takes most of a minute per process on 2 cores. The block's odd length keeps rows from repeating
+    # in step; the RMSNorm weights stay ones.
+    block = (0.02 * torch.randn(2**20 + 7, generator=torch.Generator().manual_seed(args.seed))).to(args.device)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                flat = param.view(-1)
+                for start in range(0, flat.numel(), block.numel()):
+                    part = flat[start:start + block.numel()]
+                    part.copy_(block[:part.numel()])
     return model.eval()
 
 
@@ -80,7 +92,7 @@ def windows(n: int, seqlen: int, seed: int) -> np.ndarray:
 
 
 def old_token_nll(model, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """calmix's token_nll before the fix (commit 67e323e's calmix/calibration/likelihood.py), verbatim."""
+    """calmix's token_nll before the fix (commit 67d0efb's calmix/calibration/likelihood.py), verbatim."""
     out = []
     with torch.no_grad():
         for start in range(0, len(windows), batch_size):

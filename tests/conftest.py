@@ -60,7 +60,7 @@ def tiny_run(tmp_path_factory):
 def second_run(tmp_path_factory) -> Path:
     """A second run from scratch of what must be deterministic: every shard, the metric table and every
     pruned checkpoint (`--until`: evaluations and the aggregates after them are left out, to save time)."""
-    return run_tiny_study(tmp_path_factory.mktemp("second"), "--until", "prune_and_evaluate", "prune_and_evaluate_seed", "metric_table")
+    return run_tiny_study(tmp_path_factory.mktemp("second"), "--until", "prune", "prune_seed", "metric_table")
 
 
 @pytest.fixture(scope="session")

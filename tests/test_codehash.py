@@ -17,6 +17,11 @@ KERNELS = {"calmix.pruning.sparsegpt", "calmix.pruning.wanda", "calmix.pruning.m
                                "calmix.models.loading", "calmix.calibration.shards", "calmix.core.io",
                                "calmix.evaluation.pruned", "calmix.evaluation.harness"},
      {"calmix.calibration.metrics", "calmix.fetch.hub", *KERNELS}),
+    # kept checkpoints: pruning and scoring are jobs apart, so an edit to one never reruns the other
+    ("prune.py", {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.models.folders", "calmix.calibration.shards"},
+     {"calmix.evaluation.checkpoint", "calmix.evaluation.harness", "calmix.evaluation.pruned", "calmix.fetch.hub", *KERNELS}),
+    ("evaluate_pruned.py", {"calmix.evaluation.checkpoint", "calmix.evaluation.harness", "calmix.models.folders"},
+     {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.evaluation.pruned", "calmix.fetch.hub"}),
     ("shard.py", {"calmix.calibration.shards", "calmix.core.io"}, {"calmix.pruning.driver", "calmix.models.loading", "calmix.calibration.metrics"}),
     ("metrics.py", {"calmix.calibration.metrics", "calmix.models.loading", "calmix.calibration.shards"},
      {"calmix.pruning.driver", "calmix.pruning.checkpoints", "calmix.fetch.hub"}),
@@ -41,7 +46,7 @@ KERNELS = {"calmix.pruning.sparsegpt", "calmix.pruning.wanda", "calmix.pruning.m
     ("select_windows.py", {"calmix.calibration.selection", "calmix.calibration.ngrams"},
      {"calmix.calibration.metrics", "calmix.calibration.selfgen", "calmix.calibration.generation"}),
     # types are not code
-    *[(script, set(), {"calmix.core.records"}) for script in ("prune_and_evaluate.py", "shard.py", "evaluate.py")],
+    *[(script, set(), {"calmix.core.records"}) for script in ("prune_and_evaluate.py", "prune.py", "shard.py", "evaluate.py")],
 ])
 def test_scripts_run_the_modules_they_import_transitively(script, runs, not_runs):
     modules = set(library_modules(SCRIPTS / script))

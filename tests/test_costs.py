@@ -37,7 +37,8 @@ def test_world_shape_comes_from_the_config():
 @pytest.mark.workflow
 def test_jobs_by_rule_is_snakemakes_dry_run():
     jobs = jobs_by_rule([str(TINY)])
-    assert jobs["prune_and_evaluate"] == 6 and jobs["prune_and_evaluate_seed"] == 1 and jobs["evaluate_dense"] == 1
+    assert jobs["prune"] == 6 and jobs["prune_seed"] == 1 and jobs["evaluate_dense"] == 1  # a set and setting each
+    assert jobs["evaluate_pruned"] == 3 and jobs["evaluate_pruned_seed"] == 1  # a set each, every setting
 
 
 def test_the_paper_study_needs_two_checkpoints_of_disk_at_once_not_nineteen(tmp_path):

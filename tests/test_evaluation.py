@@ -647,8 +647,8 @@ def test_a_checkpoint_job_rescores_only_the_dimensions_whose_key_changed(world, 
 
 def test_a_pruned_checkpoint_job_prunes_only_what_its_key_or_a_stale_record_needs(world, tmp_path, monkeypatch):
     """prune_and_evaluate: a temporary checkpoint is removed after its evaluation and pruned again only
-    when a record needs it; a kept one stays; the prune key follows the pruning code while the records
-    follow the weights, so a pruning edit that leaves the weights alone rescores nothing."""
+    when a record needs it; the prune key follows the pruning code while the records follow the
+    weights, so a pruning edit that leaves the weights alone rescores nothing."""
     from calmix.evaluation import pruned
 
     prunes = []
@@ -659,27 +659,27 @@ def test_a_pruned_checkpoint_job_prunes_only_what_its_key_or_a_stale_record_need
     outputs = {task: (tmp_path / f"{task}.json", tmp_path / f"{task}.items.parquet")}
     checkpoint, report = tmp_path / "pruned", tmp_path / "report.json"
 
-    def run(keep, limit=6, code="1"):
+    def run(limit=6, code="1"):
         return pruned.prune_and_evaluate(
-            world["model"], None, checkpoint, report, keep=keep, method="magnitude", target="0.5",
+            world["model"], None, checkpoint, report, method="magnitude", target="0.5",
             pruning_code={"calmix.pruning.magnitude": code}, options={}, model_manifest=None, dtype="float32",
             device="cpu", dimensions={task: {"tasks": [task], "harness": {"batch_size": 8, "limit": limit}}},
             outputs=outputs, data=data, identity={"model": "tiny"}, context={"code": {"x": "1"}},
             task_dir=TASK_DIR, data_root=world["root"])
 
-    assert run(keep=False) == {task: "scored"} and len(prunes) == 1 and not checkpoint.exists()
+    assert run() == {task: "scored"} and len(prunes) == 1 and not checkpoint.exists()
     first = json.loads(report.read_text())
     assert len(first["prune_key"]) == 64
     assert json.loads(outputs[task][0].read_text())["weights_sha256"] == first["weights_sha256"]
     items = outputs[task][1].read_bytes()
 
-    assert run(keep=False) == {task: "kept"} and len(prunes) == 1  # every record current: nothing pruned
-    assert run(keep=False, limit=4) == {task: "scored"} and len(prunes) == 2 and not checkpoint.exists()
+    assert run() == {task: "kept"} and len(prunes) == 1  # every record current: nothing pruned
+    assert run(limit=4) == {task: "scored"} and len(prunes) == 2 and not checkpoint.exists()
     assert json.loads(report.read_text())["weights_sha256"] == first["weights_sha256"]  # pruned again, the same weights
 
-    assert run(keep=True) == {task: "scored"} and len(prunes) == 3 and checkpoint.is_dir()
+    assert run() == {task: "scored"} and len(prunes) == 3 and not checkpoint.exists()
     assert outputs[task][1].read_bytes() == items  # same weights and settings, same scores
-    assert run(keep=True, limit=6, code="2") == {task: "kept"} and len(prunes) == 4  # new key, same weights
+    assert run(code="2") == {task: "kept"} and len(prunes) == 4  # new key, same weights
     assert json.loads(report.read_text())["prune_key"] != first["prune_key"]
 
 

@@ -103,6 +103,8 @@ def test_an_optional_dimension_adds_its_items_and_reruns_the_checkpoint_job(fini
     out = _snakemake(finished, _edited(perplexity={"tasks": ["world_perplexity"]}), "-n")
     planned = sorted(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: ([^,\n]+)", out, flags=re.M))
     assert planned == [
+        ("corpus", "results/corpora/web.jsonl"),  # what the held-out check reads
         ("evaluate_dense", "results/eval/world/dense/general.json (update)"),
+        ("heldout_check", "results/eval/heldout_check.json"),  # held-out text: no source may hold it
         ("world_eval_items", "results/world/eval/world_perplexity.jsonl"),
     ]

@@ -130,3 +130,63 @@ def test_token_nll_never_upcasts_more_than_a_chunk_of_logits(monkeypatch):
         nll = likelihood.token_nll(model, windows, batch_size=4)
     assert LargestFloat64.largest <= chunk, f"a float64 tensor of {LargestFloat64.largest} elements (bound {chunk})"
     np.testing.assert_allclose(nll, expected, rtol=1e-12, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# The scoring batches are params of their jobs: a change reruns the metrics, or the pool
+# --------------------------------------------------------------------------------------------
+
+STUDY = {
+    "models": {"world": {"kind": "world"}},
+    "calibration": {"seeds": [0], "sources": {"web": {"kind": "world", "generator": "web"}},
+                    "builders": {"selfcal": {"kind": "selfcal"}}},
+    "evaluation": {"dimensions": {"general": {"tasks": ["world_general"]}}},
+}
+SCORED = ["results/metrics/world/web/seed0.json", "results/pools/world/selfcal/seed0.parquet"]
+
+
+def _planned(workdir, config: dict, *args: str) -> str:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "-s", str(repo / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(path), "--cores", "1", *args, "--", *SCORED]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.mark.workflow
+def test_scoring_batch_sizes_rerun_the_jobs_they_reach(tmp_path):
+    import copy
+    import re
+
+    # A finished study, as `snakemake --touch` records one (every job's params in the metadata).
+    for path in ["results/world/pretrain.jsonl", "results/world/pretrain.json", "results/models/world/config.json",
+                 "results/corpora/web.jsonl", "results/corpora/web.json", "results/tokens/world/web.parquet",
+                 "results/tokens/world/web.json", "results/shards/world/web/seed0.parquet",
+                 "results/shards/world/web/seed0.json", *SCORED, "results/pools/world/selfcal/seed0.json"]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("")
+    _planned(tmp_path, STUDY, "--touch", "--forceall")
+
+    def reruns(config: dict) -> set[str]:
+        out = _planned(tmp_path, config, "-n", "--rerun-triggers", "params")
+        return set(re.findall(r"^rule (\w+):", out, flags=re.M))
+
+    defaults = copy.deepcopy(STUDY)
+    defaults["calibration"]["metrics_batch_size"] = 16
+    defaults["calibration"]["builders"]["selfcal"].update(batch_size=8, score_batch_size=8)
+    assert reruns(defaults) == set()
+    metrics = copy.deepcopy(STUDY)
+    metrics["calibration"]["metrics_batch_size"] = 4
+    assert reruns(metrics) == {"metrics"}
+    pool = copy.deepcopy(STUDY)
+    pool["calibration"]["builders"]["selfcal"]["score_batch_size"] = 2
+    assert reruns(pool) == {"generate_pool"}

@@ -157,7 +157,7 @@ def test_a_changed_hub_revision_reprunes_and_rescores(offline_hub, study, monkey
 
     def prune():
         return pruned.prune_and_evaluate(
-            manifest, None, root / "checkpoint", report, keep=False, method="magnitude", target="0.5",
+            manifest, None, root / "checkpoint", report, method="magnitude", target="0.5",
             pruning_code={"calmix.pruning.magnitude": "1"}, options={}, model_manifest=None, dtype="float32",
             device="cpu", outputs=pruned_out, identity={"model": "tiny", "method": "magnitude"}, **common)
 
@@ -204,7 +204,7 @@ def test_a_torch_upgrade_reprunes_and_rescores(offline_hub, study, monkeypatch):
 
     def prune():
         return pruned.prune_and_evaluate(
-            manifest, None, root / "checkpoint", report, keep=False, method="magnitude", target="0.5",
+            manifest, None, root / "checkpoint", report, method="magnitude", target="0.5",
             pruning_code={"calmix.pruning.magnitude": "1"}, options={}, model_manifest=None, dtype="float32",
             device="cpu", dimensions=study["dimensions"], outputs=outputs, data=study["data"],
             identity={"model": "tiny"}, context={"code": {"x": "1"}}, task_dir=TASK_DIR, data_root=root)

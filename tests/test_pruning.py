@@ -812,3 +812,15 @@ def test_true_sequential_stages_start_inside_the_layer(monkeypatch):
     assert len(prune(whole)) == len(decoder_layers(dense)) * (1 + 4 * batches)
     for a, b in zip(inside.parameters(), whole.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 512])
+def test_reconstruction_error_is_the_relative_output_error_row_block_by_row_block(rows):
+    """Oracle: ||(W - W')X||^2 / ||WX||^2 in float64 from the inputs themselves, whatever the row blocks."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(200, 48, generator=g, dtype=torch.float64)
+    W = torch.randn(20, 48, generator=g)
+    pruned = W * (torch.rand(20, 48, generator=g) > 0.5)
+    H = (X.T @ X).float()
+    expected = ((W.double() - pruned.double()) @ X.T).square().sum() / (W.double() @ X.T).square().sum()
+    assert reconstruction_error(W, pruned, H, rows=rows) == pytest.approx(expected.item(), rel=1e-5)

@@ -295,8 +295,9 @@ def _evaluation_outputs(folder: Path, dimensions: dict) -> dict[str, list[Path]]
 
 @pytest.fixture(scope="module")
 def pruned(root, model, shards, dimensions) -> tuple[list[Path], list[Path]]:
-    """(prune reports, eval records) of every pruned set, each made by one prune_and_evaluate job."""
-    from calmix.pruning import registry
+    """(prune reports, eval records) of every pruned set, each kept checkpoint made by a prune job and
+    scored by an evaluate_pruned job, as the world study does."""
+    from calmix.pruning import registry, targets
 
     dims, data = dimensions
     reports, scores = [], []
@@ -304,13 +305,17 @@ def pruned(root, model, shards, dimensions) -> tuple[list[Path], list[Path]]:
         out = pruned_dir(root, method, target, calib)
         report = root / "results" / "prune_reports" / "world" / method / target / calib / "seed0.json"
         outputs = _evaluation_outputs(root / f"results/eval/world/{method}/{target}/{calib}/seed0", dims)
-        run_script("prune_and_evaluate.py", input={"model": model, **({"shards": [shard_path(root, calib)]} if calib != "none" else {})},
-                   output={"reports": [report], **outputs},
-                   params={"seeds": [0], "checkpoints": [str(out)], "keep": True, "options": registry.options(method, PRUNING),
-                           "pruning_code": {"test": "0"}, "evaluation_code": "test", "dtype": "float32",
+        run_script("prune.py", input={"model": model, **({"shards": [shard_path(root, calib)]} if calib != "none" else {})},
+                   output={"reports": [report], "checkpoints": [out]},
+                   params={"options": registry.options(method, PRUNING), "pruning_code": {"test": "0"}, "dtype": "float32",
+                           "model_manifest": "training.json", "device": "cpu"},
+                   wildcards={"model": "world", "method": method, "target": target, "calib": calib, "seed": "0"}, cwd=root)
+        identity = {"model": "world", "method": method, "sparsity": targets.display(target), "calib": calib, "seed": 0}
+        run_script("evaluate_pruned.py", input={"model": model, "checkpoints": [out]}, output=outputs,
+                   params={"identities": [identity], "evaluation_code": "test", "dtype": "float32",
                            "model_manifest": "training.json", "dimensions": dims, "data": data,
                            "task_dir": "resources/lm_eval_tasks", "device": "cpu"},
-                   wildcards={"model": "world", "method": method, "target": target, "calib": calib, "seed": "0"}, cwd=root)
+                   wildcards={"model": "world", "calib": calib}, cwd=root)
         reports += [out / "prune_report.json", report]
         scores += outputs["scores"]
     return reports, scores
@@ -370,6 +375,16 @@ def task_data(root) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def heldout_check(root, corpora, dimensions) -> Path:
+    """The held-out check of the world's perplexity items against two world sources."""
+    path = root / "results" / "eval" / "heldout_check.json"
+    run_script("heldout_check.py", input={"heldout": [root / "results/world/eval/world_perplexity.jsonl"],
+                                          "corpora": [root / "results/corpora/web.jsonl", root / "results/corpora/code.jsonl"]},
+               output=[path], params={"tasks": ["world_perplexity"], "sources": ["web", "code"]})
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # The files against their types
 # --------------------------------------------------------------------------------------------
@@ -410,6 +425,11 @@ def test_fetch_manifest(fetched):
 
 def test_task_data_manifest(task_data):
     check_file(task_data, records.TaskDataManifest)
+
+
+def test_heldout_check_record(heldout_check):
+    record = check_file(heldout_check, records.HeldoutCheckRecord)
+    assert record["sources"] == {"web": 40, "code": 40} and record["tasks"]["world_perplexity"]["items"] == 6
 
 
 def test_metrics_record(metrics):
@@ -481,7 +501,7 @@ def test_writers_return_what_they_write(tmp_path, world_tokenizer):
 
 
 def test_every_listed_key_is_written(corpora, model, tokens, shards, built, metrics, pruned, evaluations, fetched,
-                                     task_data):
+                                     task_data, heldout_check):
     """A key a record type lists but no writer sets is a stale type (NOT_EXERCISED: keys no tiny run reaches)."""
     seen: dict[str, set[str]] = {}
     files = [
@@ -494,6 +514,7 @@ def test_every_listed_key_is_written(corpora, model, tokens, shards, built, metr
         (metrics, records.MetricsRecord),
         (fetched, records.FetchManifest),
         (task_data, records.TaskDataManifest),
+        (heldout_check, records.HeldoutCheckRecord),
         *[(p, records.PruneReport) for p in pruned[0]],
         *[(p, records.EvalRecord) for p in evaluations],
     ]

@@ -99,7 +99,7 @@ def test_sigkill_while_a_prune_writes_its_checkpoint_resumes_to_identical_result
 def test_sigkill_during_an_evaluation_resumes_to_identical_scores(finished, tiny_run):
     items = EVAL.replace(".json", ".items.parquet")
     unfinished(finished, EVAL, items)
-    log = finished / "logs/prune_and_evaluate/world/wanda/0.5/code.log"
+    log = finished / "logs/evaluate_pruned/world/code.log"  # the set's evaluation job
     log.unlink()
 
     def evaluating() -> bool:  # the job's script has started and is logging
@@ -117,10 +117,10 @@ def test_a_truncated_shard_stops_its_consumer_naming_the_file_and_the_rebuild(fi
     (finished / SHARD).write_bytes(original[:-64])
     failed = run(finished, "--forcerun", PRUNED)
     assert failed.returncode != 0
-    log = (finished / "logs/prune_and_evaluate/world/sparsegpt/0.5/web.log").read_text()
+    log = (finished / "logs/prune/world/sparsegpt/0.5/web.log").read_text()
     message = f"{SHARD}: sha256 does not match its manifest"
     assert message in failed.stderr + log and f"--forcerun {SHARD}" in failed.stderr + log
-    assert "Error in rule prune_and_evaluate" in failed.stderr
+    assert "Error in rule prune:" in failed.stderr
     rebuilt = run(finished, SHARD, "--forcerun", SHARD)  # the error's command, for that file alone
     assert rebuilt.returncode == 0, rebuilt.stderr[-4000:]
     assert (finished / SHARD).read_bytes() == original
@@ -132,7 +132,11 @@ def test_an_edited_checkpoint_is_pruned_again_when_its_job_reruns(finished):
     weights.write_bytes(original[:-8] + bytes(8))
     target = f"{PRUNED}/general.json".replace("results/pruned", "results/eval")
     records = {p: p.read_bytes() for p in (finished / target).parent.iterdir()}
-    rerun = run(finished, "--forcerun", target)
+    refused = run(finished, "--forcerun", target)  # its evaluation alone: the checkpoint is refused, named
+    assert refused.returncode != 0 and "Error in rule evaluate_pruned:" in refused.stderr
+    log = (finished / "logs/evaluate_pruned/world/web.log").read_text()
+    assert f"--forcerun {PRUNED}" in refused.stderr + log and "model.safetensors" in refused.stderr + log
+    rerun = run(finished, "--forcerun", PRUNED)  # what the error says: its prune job
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert weights.read_bytes() == original  # the same weights, so every record stays as it was
     assert {p: p.read_bytes() for p in (finished / target).parent.iterdir()} == records
@@ -190,11 +194,11 @@ def code_reruns(stdout: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize("module, reruns", [
     ("fetch/hub.py", {}),  # only the fetch rules run it, and a world study fetches nothing
     ("world/domain.py", {"world_corpus": 1, "world_eval_items": 2, "corpus": 3}),  # every source is a world source
-    ("pruning/wanda.py", {"prune_and_evaluate": 3}),  # wanda's checkpoints only (one job per set)
-    ("pruning/driver.py", {"prune_and_evaluate": 6, "prune_and_evaluate_seed": 1}),  # every checkpoint
+    ("pruning/wanda.py", {"prune": 3}),  # wanda's checkpoints only (one job per set), not their scoring
+    ("pruning/driver.py", {"prune": 6, "prune_seed": 1}),  # every checkpoint
     ("calibration/metrics.py", {"metrics": 7}),  # one job per set; not the pools or selections built with n-gram scores
     ("calibration/selection.py", {"select_windows": 6}),  # not the pools
-    ("evaluation/scoring.py", {"evaluate_dense": 1, "prune_and_evaluate": 6, "prune_and_evaluate_seed": 1}),
+    ("evaluation/scoring.py", {"evaluate_dense": 1, "evaluate_pruned": 3, "evaluate_pruned_seed": 1}),  # no prune
 ])
 def test_editing_a_module_reruns_exactly_the_jobs_that_run_it(with_builders, repo_copy, module, reruns):
     workdir, configfile = with_builders
@@ -206,7 +210,7 @@ def test_editing_a_module_reruns_exactly_the_jobs_that_run_it(with_builders, rep
     changed = code_reruns(result.stdout)
     assert {rule: len(jobs) for rule, jobs in changed.items()} == reruns, result.stdout[-3000:]
     if module == "pruning/wanda.py":
-        assert all("method=wanda," in job for job in changed["prune_and_evaluate"])
+        assert all("method=wanda," in job for job in changed["prune"])
 
 
 def test_editing_the_report_code_reruns_only_the_report(finished, repo_copy):

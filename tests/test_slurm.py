@@ -27,7 +27,8 @@ TEST_OPTIONS = ["--slurm-init-seconds-before-status-checks", "2", "--max-threads
 # mostly job start-up), and the jobs they submit: one of each rule that is not a local rule.
 TARGETS = ["results/metrics/world/web/seed0.json", "results/eval/world/dense/general.json",
            "results/eval/world/sparsegpt/0.5/web/seed0/general.json"]
-REMOTE_RULES = {"train_world_model": 1, "tokenize": 1, "metrics": 1, "prune_and_evaluate": 1, "evaluate_dense": 1}
+REMOTE_RULES = {"train_world_model": 1, "tokenize": 1, "metrics": 1, "prune": 1, "evaluate_pruned": 1,
+                "evaluate_dense": 1}  # the tiny study keeps its checkpoints: pruning and scoring are jobs apart
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 
@@ -102,6 +103,8 @@ def test_profile_gives_every_job_a_runtime_and_names_no_partition_or_account(tmp
     assert listed.returncode == 0, listed.stderr
     jobs = set(listed.stdout.split()) - local_rules()
     assert jobs >= set(REMOTE_RULES) and not local_rules() & set(REMOTE_RULES)
+    assert {rule for rule in ("prune_and_evaluate", "prune_and_evaluate_seed", "prune_seed", "evaluate_pruned_seed")
+            if "runtime" not in profile["set-resources"][rule]} == set()  # temporary checkpoints' rules too
     assert {rule for rule in jobs if "runtime" not in profile["set-resources"].get(rule, {})} == set()
     # default-resources would hide the user's own profile's; partition and account are the user's.
     assert "default-resources" not in profile

@@ -1,6 +1,6 @@
 """Damage Snakemake cannot see (mtimes restored, a manifest deleted) in a finished study: calmix-verify
-names it with its rebuild, a job that would use it prunes its checkpoint again, and a shard deleted under a running prune ends
-in the integrity message, never a raw FileNotFoundError.
+names it with its rebuild, a job that would use it refuses it with the same rebuild, and a shard deleted under a running prune
+ends in the integrity message, never a raw FileNotFoundError.
 
 Each test works on a copy of the finished tiny run (the `tiny_run` fixture in conftest.py).
 """
@@ -51,7 +51,7 @@ def test_an_in_place_edit_snakemake_cannot_see_is_named_with_its_rebuild(finishe
     assert lines[0] == f"{damaged}: {what} (truncated or edited); rebuild it: snakemake --forcerun {rebuild} {HINT}"
 
 
-def test_a_deleted_prune_report_is_named_and_the_next_run_prunes_the_checkpoint_again(finished):
+def test_a_deleted_prune_report_is_named_and_its_rebuild_prunes_the_checkpoint_again(finished):
     weights = (finished / PRUNED / "model.safetensors").read_bytes()
     (finished / PRUNED / "prune_report.json").unlink()
     result = verify(finished)
@@ -60,7 +60,10 @@ def test_a_deleted_prune_report_is_named_and_the_next_run_prunes_the_checkpoint_
            f"rebuild it: snakemake --forcerun {PRUNED} {HINT}" in result.stdout.splitlines()
     for suffix in (".json", ".items.parquet"):  # as if it had not been evaluated yet
         (finished / EVAL.replace(".json", suffix)).unlink()
-    rerun = run(finished, EVAL)
+    refused = run(finished, EVAL)  # its evaluation job (a kept checkpoint's is apart from its prune job)
+    assert refused.returncode != 0 and f"has no prune_report.json" in refused.stderr
+    assert f"--forcerun {PRUNED}" in refused.stderr
+    rerun = run(finished, EVAL, "--forcerun", PRUNED)  # the rebuild both name
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert (finished / PRUNED / "prune_report.json").is_file() and (finished / EVAL).is_file()
     assert (finished / PRUNED / "model.safetensors").read_bytes() == weights
@@ -73,14 +76,14 @@ def test_a_shard_deleted_while_its_prune_runs_ends_in_the_integrity_message(fini
     proc = subprocess.Popen(snakemake_command(finished, PRUNED, "--forcerun", PRUNED, configfile=TINY), cwd=finished,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not [p for p in (set(scripts.glob("*prune_and_evaluate.py")) if scripts.is_dir() else set()) - before]:
+    while not [p for p in (set(scripts.glob("*.prune.py")) if scripts.is_dir() else set()) - before]:
         assert proc.poll() is None, "the run ended before the prune job started"
         assert time.monotonic() < deadline, "the prune job never started"
         time.sleep(0.005)
     (finished / SHARD).unlink()  # the job's script is written; Python has yet to import torch and read it
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode != 0
-    log = (finished / "logs/prune_and_evaluate/world/sparsegpt/0.5/web.log").read_text()
+    log = (finished / "logs/prune/world/sparsegpt/0.5/web.log").read_text()
     assert f"{SHARD} is missing; rebuild it: run snakemake again with `--forcerun {SHARD}`" in stderr + log
     assert "FileNotFoundError" not in stderr + log
     assert not (finished / PRUNED).exists()

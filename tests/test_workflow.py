@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from calmix.config import read_config_files, validate_config
+from calmix.pruning.plan import keeps_checkpoints
 from conftest import REPO, TINY, snakemake, write_config  # so do the tiny_run and second_run fixtures
 
 CONFIGS = [REPO / "config.yaml", *sorted((REPO / "experiments").glob("*.yaml"))]
@@ -40,7 +42,11 @@ def test_dry_run_plans_the_whole_study(tmp_path, config):
     result = snakemake(tmp_path, "-n", configfile=config)
     assert result.returncode == 0, result.stdout + result.stderr
     rules = {rule for rule, _ in planned_jobs(result.stdout)}
-    assert {"shard", "metrics", "prune_and_evaluate", "evaluate_dense", "report"} <= rules
+    assert {"shard", "metrics", "evaluate_dense", "report"} <= rules
+    study = validate_config(read_config_files([str(config)]))
+    kept = keeps_checkpoints(study["pruning"], study["models"])  # pruning and scoring apart only where kept
+    pruned = {"prune", "evaluate_pruned"} if kept else {"prune_and_evaluate"}
+    assert pruned <= rules and not rules & ({"prune", "evaluate_pruned", "prune_and_evaluate"} - pruned)
 
 
 def test_paper_config_plans_every_job_offline(tmp_path):
@@ -191,7 +197,7 @@ def test_tiny_run_writes_the_report_and_every_log(tiny_run):
     assert sorted(p.name for p in (workdir / "results" / "plots" / "scatter").glob("*.png")) == [
         "world_sparsegpt_0.5.png", "world_wanda_0.5.png"]  # magnitude has one set: no correlations
     assert "step 30/30" in (workdir / "logs" / "train_world_model" / "world.log").read_text()
-    assert "layer 2/2" in next((workdir / "logs" / "prune_and_evaluate").rglob("*.log")).read_text()
+    assert "layer 2/2" in next((workdir / "logs" / "prune").rglob("*.log")).read_text()
     scores = sorted((workdir / "results" / "eval").rglob("*.json"))
     assert scores and all(p.with_suffix(".items.parquet").is_file() for p in scores)  # per-item results kept
 
@@ -282,11 +288,14 @@ def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_run, tmp_
     seeds = config["calibration"]["seeds"]
     expected = sorted([
         ("corpus", "results/corpora/stories.jsonl"),
+        ("heldout_check", "results/eval/heldout_check.json"),  # the new source against world_perplexity's items
         ("tokenize", "results/tokens/world/stories.parquet"),
         *[("shard", f"results/shards/world/stories/seed{s}.parquet") for s in seeds],
         ("metrics", f"results/metrics/world/stories/seed{seeds[0]}.json"),  # one job per set, named by its first output
-        *[("prune_and_evaluate", f"results/prune_reports/world/{m}/{sparsity}/stories/seed{seeds[0]}.json (update)")
-          for m in calibrated],  # one job per set and setting: prune and score each seed
+        *[("prune", f"results/prune_reports/world/{m}/{sparsity}/stories/seed{seeds[0]}.json")
+          for m in calibrated],  # one job per set and setting: prune each seed
+        ("evaluate_pruned", f"results/eval/world/{calibrated[0]}/{sparsity}/stories/seed{seeds[0]}/{dims[0]}.json (update)"),
+        # one job per set: score each of its checkpoints
         ("metric_table", "results/tables/metrics.csv"),
         ("retention", "results/tables/retention.csv"),
         ("correlations", "results/tables/correlations.csv"),
@@ -294,6 +303,28 @@ def test_adding_a_source_plans_only_its_branch_and_the_aggregates(tiny_run, tmp_
     ])
     planned = [job for job in planned_jobs(result.stdout) if job[0] != "all"]
     assert planned == expected
+
+
+def test_editing_one_dimensions_limit_rescores_that_dimension_and_prunes_nothing(finished, tmp_path):
+    """Kept checkpoints: a dimension's edit plans only the scoring jobs (their dimensions param holds
+    every dimension), and each of them rescores the edited dimension alone; no checkpoint is pruned again."""
+    config = yaml.safe_load(TINY.read_text())
+    config["evaluation"]["dimensions"]["general"]["limit"] = 5
+    edited = write_config(tmp_path / "edited.yaml", config)
+    plan = snakemake(finished, "-n", configfile=edited)
+    assert plan.returncode == 0, plan.stderr
+    rules = collections.Counter(rule for rule, _ in planned_jobs(plan.stdout))
+    scoring = {"evaluate_dense", "evaluate_pruned", "evaluate_pruned_seed"}
+    assert set(rules) - scoring == {"retention", "correlations", "report"} and rules.keys() & scoring == scoring, rules
+
+    checkpoints = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (finished / "results/pruned").rglob("*") if p.is_file()}
+    records = {p: p.read_bytes() for p in (finished / "results/eval").rglob("perplexity.*")}
+    result = snakemake(finished, configfile=edited)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in checkpoints} == checkpoints  # nothing pruned
+    assert {p: p.read_bytes() for p in records} == records  # the other dimension's records as they were
+    general = sorted((finished / "results/eval/world").rglob("general.json"))
+    assert general and all(json.loads(p.read_text())["tasks"]["world_general"]["n"] == 5 for p in general)
 
 
 def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_run, tmp_path):
@@ -310,8 +341,10 @@ def test_adding_a_mix_plans_its_shards_from_the_existing_source_shards(tiny_run,
     expected = sorted([
         *[("mix", f"results/shards/world/mix/seed{s}.parquet") for s in seeds],
         ("metrics", f"results/metrics/world/mix/seed{seeds[0]}.json"),  # one job per set, named by its first output
-        *[("prune_and_evaluate", f"results/prune_reports/world/{m}/{sparsity}/mix/seed{seeds[0]}.json (update)")
-          for m in calibrated],  # one job per set and setting: prune and score each seed
+        *[("prune", f"results/prune_reports/world/{m}/{sparsity}/mix/seed{seeds[0]}.json")
+          for m in calibrated],  # one job per set and setting: prune each seed
+        ("evaluate_pruned", f"results/eval/world/{calibrated[0]}/{sparsity}/mix/seed{seeds[0]}/{dims[0]}.json (update)"),
+        # one job per set: score each of its checkpoints
         ("metric_table", "results/tables/metrics.csv"),
         ("retention", "results/tables/retention.csv"),
         ("correlations", "results/tables/correlations.csv"),

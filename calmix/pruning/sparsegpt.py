@@ -24,30 +24,32 @@ CHOLESKY_RETRIES = 3
 
 
 
-def _inverse_cholesky(hessian: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, float]:
+def _inverse_cholesky(hessian: torch.Tensor, diagonal: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, float]:
     """Upper Cholesky factor U of (H + damp*I)^-1, plus the relative damping actually used.
 
-    Row i of U (from column i on) is the OBS update once columns < i are fixed, so a single
-    factorisation serves the whole sweep. Damping is relative to mean(diag(H)), which makes the
-    scale of H irrelevant.
+    ``diagonal`` is H's diagonal as factorised (dead inputs set to 1). Row i of U (from column i on)
+    is the OBS update once columns < i are fixed, so a single factorisation serves the whole sweep.
+    Damping is relative to mean(diag(H)), which makes the scale of H irrelevant. Each step frees the
+    matrix before it, so at most two (in x in) float32 matrices live beside H (0.8 GB each at
+    Llama-3.1-8B's down projection: 14,336 inputs).
     """
     columns = hessian.shape[0]
-    diag = torch.arange(columns, device=hessian.device)
-    mean_diag = torch.mean(torch.diag(hessian))
+    mean_diag = torch.mean(diagonal)
     damp = percdamp
     for attempt in range(CHOLESKY_RETRIES + 1):
-        h = hessian.clone()
-        h[diag, diag] += damp * mean_diag
+        u = hessian.to(torch.float32, copy=True)
+        u.diagonal().copy_(diagonal + damp * mean_diag)
         try:
-            u = torch.linalg.cholesky(h)
+            u = torch.linalg.cholesky(u)
             u = torch.cholesky_inverse(u)
             u = torch.linalg.cholesky(u, upper=True)
         except torch.linalg.LinAlgError as exc:
             reason = str(exc).splitlines()[0].rstrip(".")
         else:
-            if torch.isfinite(u).all():
+            if all(torch.isfinite(rows).all() for rows in u.split(1024)):  # no (in x in) mask beside U
                 return u, damp
             reason = "non-finite factor"
+        del u
         if attempt < CHOLESKY_RETRIES:
             log.warning(
                 "Cholesky failed with damping %.3g (%s); retrying with %.3g", damp, reason, damp * 10
@@ -74,13 +76,14 @@ class InverseFactor:
     def of(cls, hessian: torch.Tensor, percdamp: float = 0.01) -> InverseFactor:
         if hessian.dim() != 2 or hessian.shape[0] != hessian.shape[1]:
             raise ValueError(f"hessian must be square, got {tuple(hessian.shape)}")
-        H = hessian.detach().to(torch.float32, copy=True)
-        if not torch.isfinite(H).all():
+        hessian = hessian.detach()
+        if not torch.isfinite(hessian).all():
             raise PruningError("Hessian contains NaN or Inf (non-finite calibration activations)")
         # Inputs that never fire carry no information: make H invertible there (their weights go).
-        dead = torch.diag(H) == 0
-        H[dead, dead] = 1
-        U, damp = _inverse_cholesky(H, percdamp)
+        diagonal = torch.diag(hessian).to(torch.float32, copy=True)
+        dead = diagonal == 0
+        diagonal[dead] = 1
+        U, damp = _inverse_cholesky(hessian, diagonal, percdamp)
         return cls(U, dead, damp)
 
 

@@ -69,15 +69,18 @@ class SqNorms(Statistic):
 STATISTICS: dict[str, type[Statistic]] = {"hessian": Hessian, "sq_norms": SqNorms}
 
 
-def reconstruction_error(weight: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor) -> float | None:
+def reconstruction_error(weight: torch.Tensor, pruned: torch.Tensor, hessian: torch.Tensor, rows: int = 512) -> float | None:
     """Relative squared output error ||(W - W')X||^2 / ||WX||^2 on the calibration inputs.
 
-    Equals tr(D H D^T) / tr(W H W^T) with D = W - W', so it needs only the Hessian. None when the
-    dense output is identically zero.
+    Equals tr(D H D^T) / tr(W H W^T) with D = W - W', so it needs only the Hessian. Taken ``rows``
+    output rows at a time, so it adds no weight-sized temporaries beside the Hessian (which, with
+    SparseGPT's factor, bounds a layer's peak at 8B shapes). None when the dense output is identically zero.
     """
-    W = weight.detach().float()
-    H = hessian.to(device=W.device, dtype=torch.float32)
-    D = W - pruned.detach().to(device=W.device, dtype=torch.float32)
-    num = torch.sum((D @ H) * D).item()
-    den = torch.sum((W @ H) * W).item()
+    H = hessian.to(dtype=torch.float32)
+    num = den = 0.0
+    for start in range(0, weight.shape[0], rows):
+        W = weight[start:start + rows].detach().to(device=H.device, dtype=torch.float32)
+        D = W - pruned[start:start + rows].detach().to(device=H.device, dtype=torch.float32)
+        num += torch.sum((D @ H) * D).item()
+        den += torch.sum((W @ H) * W).item()
     return num / den if den > 0 else None
