@@ -198,7 +198,7 @@ def test_tiny_run_writes_the_report_and_every_log(tiny_run):
         "world_sparsegpt_0.5.png", "world_wanda_0.5.png"]  # magnitude has one set: no correlations
     assert "step 30/30" in (workdir / "logs" / "train_world_model" / "world.log").read_text()
     assert "layer 2/2" in next((workdir / "logs" / "prune").rglob("*.log")).read_text()
-    scores = sorted((workdir / "results" / "eval").rglob("*.json"))
+    scores = sorted((workdir / "results" / "eval" / "world").rglob("*.json"))
     assert scores and all(p.with_suffix(".items.parquet").is_file() for p in scores)  # per-item results kept
 
 
