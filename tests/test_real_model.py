@@ -18,8 +18,12 @@ REAL_TINY = REPO / "experiments" / "smollm2-135m-tiny.yaml"
 MODEL = "smollm2_135m"
 
 
-def _run(workdir: Path, *args: str) -> Path:
-    result = snakemake(workdir, *args, configfile=REAL_TINY)
+def _run(workdir: Path, *args: str, overlay: str = "") -> Path:
+    configfile = [REAL_TINY]
+    if overlay:
+        (workdir / "overlay.yaml").write_text(overlay)
+        configfile.append(workdir / "overlay.yaml")
+    result = snakemake(workdir, *args, configfile=configfile)
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir
 
@@ -31,7 +35,11 @@ def real_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_second_run(tmp_path_factory) -> Path:
-    return _run(tmp_path_factory.mktemp("real-second"), "--until", "prune_and_evaluate", "prune_and_evaluate_seed", "metric_table")
+    """From scratch up to the pruned checkpoints and the metric table; its checkpoints are scored on one
+    item per dimension (the scores are not compared; the prune key holds no evaluation setting)."""
+    one_item = "evaluation: {dimensions: {general: {limit: 1}, code: {limit: 1}, math: {limit: 1}}}\n"
+    return _run(tmp_path_factory.mktemp("real-second"), "--until", "prune_and_evaluate", "prune_and_evaluate_seed",
+                "metric_table", overlay=one_item)
 
 
 def test_the_real_study_writes_its_typed_records(real_run):
