@@ -79,3 +79,54 @@ def test_world_items_pass_with_their_answer_and_fail_without(allowed):
         assert len(item["tests"]) == 3
         assert check_completion(item["prompt"], " " + item["answer"], item["tests"]).passed, item
         assert not check_completion(item["prompt"], " 0", item["tests"]).passed, item
+
+
+def _alive(pid: int) -> bool:
+    """Whether pid is a live process (a zombie, killed and waiting to be reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# Gets round the guard as code that means it would (posix re-imported), forks a grandchild that leaves
+# the session and sleeps, and itself either exits at once or sleeps too.
+ESCAPE = """
+import sys, time
+del sys.modules["posix"]
+import posix
+pid = posix.fork()
+if pid == 0:
+    posix.setsid()
+    if posix.fork() == 0:
+        open({pidfile!r}, "w").write(str(posix.getpid()))
+        time.sleep(60)
+    posix._exit(0)
+{parent}
+"""
+
+
+@pytest.mark.parametrize("parent", ["time.sleep(60)", "time.sleep(0.5)"])
+def test_a_forked_session_leaving_grandchild_dies_with_the_program(allowed, tmp_path, parent):
+    pidfile = tmp_path / "grandchild.pid"
+    start = time.perf_counter()
+    outcome = run_program(ESCAPE.format(pidfile=str(pidfile), parent=parent), timeout=2.0)
+    elapsed = time.perf_counter() - start
+    assert outcome.status == ("timeout" if parent == "time.sleep(60)" else "passed"), outcome
+    assert elapsed < 2.0 + 3.0, elapsed  # the timeout holds whatever the program forks
+    assert pidfile.is_file(), "the program should have forked (the test needs a grandchild to chase)"
+    assert not _alive(int(pidfile.read_text()))
+
+
+def test_the_program_runs_in_a_fresh_folder_with_an_empty_environment_and_limits(allowed, monkeypatch):
+    monkeypatch.setenv("CALMIX_SECRET", "x")
+    probe = ("import os\n"
+             "assert 'CALMIX_SECRET' not in os.environ, os.environ\n"
+             "assert sorted(os.listdir('.')) == ['program.py', 'stderr.txt'], os.listdir('.')\n"
+             "fds = os.listdir('/proc/self/fd')\n"
+             "assert len(fds) <= 4, fds\n")  # 0, 1, 2 and the listing's own
+    assert run_program(probe).passed, run_program(probe)
+    assert run_program("open('big', 'wb').write(b'0' * (64 * 2 ** 20))").status == "failed"  # RLIMIT_FSIZE
+    assert "PermissionError" in run_program("import os\nos.execv('/bin/sh', ['sh'])").detail
+    assert run_program("import _socket").detail.startswith("ModuleNotFoundError: import of _socket halted")

@@ -478,3 +478,16 @@ def test_no_licence_of_the_real_study_can_be_held_out():
     distributions, so none is held out (and heldout_prose reads none)."""
     assert load_installed("s", {"kind": "installed", **LICENCES_BEFORE, "part": "heldout"})[0] == []
     assert not any("LICENSE" in f for source in items_spec("heldout_prose")["sources"] for f in source["files"])
+
+
+@pytest.mark.parametrize("entry", ["fakepkg/../../../../../../etc/hostname", "fakepkg/data/../../../outside.txt"])
+def test_a_listed_file_outside_the_distribution_is_refused_naming_it(fakepkg, entry):
+    """A RECORD that lists a path through '..' (or a link out) reads nothing outside the distribution."""
+    (fakepkg.parent / "outside.txt").write_text("not the package's")
+    with open(fakepkg / RECORD, "a") as f:
+        f.write(f"{entry},,\n")
+    installed._package_files.cache_clear()
+    with pytest.raises(installed.InstalledSourceError, match=rf"fakepkg: its file '{re.escape(entry)}' .* resolves to .* outside"):
+        load_installed("s", _spec("text", ["fakepkg/**/*"]))
+    with pytest.raises(ConfigError, match=r"^config key 'calibration.sources.x.files': fakepkg: its file"):
+        validate_config(_tiny_with(_spec("text", ["fakepkg/**/*"])), workdir=fakepkg)

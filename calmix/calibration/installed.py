@@ -116,7 +116,17 @@ def matched_files(package: str, patterns: list[str], exclude: list[str] = ()) ->
     """(root, the distribution's files that match any of the globs and none of ``exclude``, sorted)."""
     root, files = _package_files(package)
     regexes, excluded = [_glob_regex(p) for p in patterns], [_glob_regex(p) for p in exclude]
-    return root, [f for f in files if any(r.match(f) for r in regexes) and not any(r.match(f) for r in excluded)]
+    matched = [f for f in files if any(r.match(f) for r in regexes) and not any(r.match(f) for r in excluded)]
+    inside = root.resolve()
+    for rel in matched:
+        resolved = (root / rel).resolve()
+        if not resolved.is_relative_to(inside):
+            raise InstalledSourceError(
+                f"{package}: its file {rel!r} (as its installed file list names it) resolves to {resolved}, outside "
+                f"{inside}; calmix reads no file outside a distribution or the standard library. Reinstall {package} "
+                "from a trusted source"
+            )
+    return root, matched
 
 
 def is_heldout(doc_id: str) -> bool:

@@ -126,7 +126,10 @@ def _check_installed(where: str, spec: dict) -> None:
         except InstalledSourceError as e:
             raise ConfigError(f"config key '{where}.packages': {e}") from None
     # each pattern matched against each package once; both checks below read this table
-    matches = {(p, pattern): bool(matched_files(p, [pattern])[1]) for p in spec["packages"] for pattern in spec["files"]}
+    try:
+        matches = {(p, pattern): bool(matched_files(p, [pattern])[1]) for p in spec["packages"] for pattern in spec["files"]}
+    except InstalledSourceError as e:
+        raise ConfigError(f"config key '{where}.files': {e}") from None
     for pattern in spec["files"]:
         if not any(matches[p, pattern] for p in spec["packages"]):
             raise ConfigError(
@@ -460,22 +463,24 @@ def _task_shots(spec: dict, task: str) -> tuple[int, str]:
 
 
 def _check_dimensions(config: dict) -> None:
-    from calmix.evaluation.tasks import executes_code
+    from calmix.evaluation.tasks import TaskNameError, executes_code, unknown_task_message
 
     world_tasks = {p.stem for p in TASK_DIR.glob("*.yaml")}
     items = config["world"]["eval_items"]
     for dim, spec in config["evaluation"]["dimensions"].items():
         where = f"evaluation.dimensions.{dim}"
         for i, task in enumerate(spec["tasks"]):
-            if executes_code(task) and not config["evaluation"]["allow_code_execution"]:
+            try:
+                unknown = unknown_task_message(task, TASK_DIR)
+            except TaskNameError as err:
+                raise ConfigError(f"config key '{where}.tasks[{i}]': {err}") from None
+            if unknown:
+                raise ConfigError(f"config key '{where}.tasks[{i}]': {unknown}")
+            if executes_code(task, TASK_DIR) and not config["evaluation"]["allow_code_execution"]:
                 raise ConfigError(
                     f"config key '{where}.tasks[{i}]': lm-eval task {task!r} executes the code "
                     "the model writes. Set evaluation.allow_code_execution: true to run it (on a machine where "
                     "running untrusted code is acceptable), or remove the task"
-                )
-            if task.startswith("world_") and task not in world_tasks:
-                raise ConfigError(
-                    f"config key '{where}.tasks[{i}]': unknown world task {task!r}. Known: {', '.join(sorted(world_tasks))}"
                 )
             pool = _shot_pool(task, items) if task in world_tasks else None
             if pool is None:

