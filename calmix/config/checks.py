@@ -444,7 +444,7 @@ def _task_config(task: str) -> dict:
 
 
 def _shot_pool(task: str, items: int) -> int | None:
-    """How many items a world task can draw shots from: None when it takes none (rolling likelihood);
+    """How many items a shipped task can draw shots from: None when it takes none (rolling likelihood);
     with fewshot_split == test_split lm-eval draws num_fewshot + 1 and drops the item itself, so one
     less than the items. 'limit' does not shrink the pool: shots come from the whole split."""
     spec = _task_config(task)
@@ -453,8 +453,22 @@ def _shot_pool(task: str, items: int) -> int | None:
     return items - 1 if spec.get("fewshot_split") == spec.get("test_split") else items
 
 
+def _item_count(task: str, config: dict) -> tuple[int | None, str]:
+    """How many items a shipped task has, where that is known before any job runs, and what sets it:
+    the world's tasks world.eval_items, an offline builder its spec; None for items read from packages."""
+    from calmix.evaluation.offline import item_count
+    from calmix.evaluation.tasks import items_spec
+
+    spec = items_spec(task, TASK_DIR)
+    if spec is not None:
+        return item_count(task, spec), f"its YAML's metadata.calmix_items ({spec['builder']})"
+    if task.startswith("world_"):
+        return config["world"]["eval_items"], "world.eval_items"
+    return None, ""
+
+
 def _task_shots(spec: dict, task: str) -> tuple[int, str]:
-    """A world task's shots in a dimension, as the harness takes them (task_num_fewshot, else the
+    """A shipped task's shots in a dimension, as the harness takes them (task_num_fewshot, else the
     dimension's num_fewshot, else its own YAML's), and the dimension's key that sets (or would override) them."""
     if spec.get("num_fewshot") is not None and task not in spec.get("task_num_fewshot", {}):
         return spec["num_fewshot"], "num_fewshot"
@@ -465,8 +479,7 @@ def _task_shots(spec: dict, task: str) -> tuple[int, str]:
 def _check_dimensions(config: dict) -> None:
     from calmix.evaluation.tasks import TaskNameError, executes_code, unknown_task_message
 
-    world_tasks = {p.stem for p in TASK_DIR.glob("*.yaml")}
-    items = config["world"]["eval_items"]
+    shipped = {p.stem for p in TASK_DIR.glob("*.yaml")}
     for dim, spec in config["evaluation"]["dimensions"].items():
         where = f"evaluation.dimensions.{dim}"
         for i, task in enumerate(spec["tasks"]):
@@ -482,15 +495,16 @@ def _check_dimensions(config: dict) -> None:
                     "the model writes. Set evaluation.allow_code_execution: true to run it (on a machine where "
                     "running untrusted code is acceptable), or remove the task"
                 )
-            pool = _shot_pool(task, items) if task in world_tasks else None
-            if pool is None:
+            count, counted_by = _item_count(task, config) if task in shipped else (None, "")
+            pool = None if count is None else _shot_pool(task, count)
+            if pool is None:  # lm-eval's own tasks and items built from packages: the evaluation job checks
                 continue
             shots, key = _task_shots(spec, task)
             if shots > pool:
                 raise ConfigError(
                     f"config key '{where}.{key}': {shots} shots cannot be drawn for {task}, which has "
-                    f"world.eval_items = {items} items and draws each item's shots from the other {pool}; lower "
-                    f"{key} to at most {pool} or raise world.eval_items"
+                    f"{counted_by} = {count} items and draws each item's shots from the other {pool}; lower "
+                    f"{key} to at most {pool}" + (" or raise world.eval_items" if counted_by == "world.eval_items" else "")
                 )
         for key in ("metric", "task_limits", "task_num_fewshot"):
             for task in spec.get(key, {}):

@@ -117,6 +117,35 @@ def _shots_used(name: str, leaves: dict[str, Any], dimension: str | None) -> int
     return next(iter(used.values()))
 
 
+def _check_shots(obj: Any, name: str, leaf: str, dimension: str | None, key: str) -> None:
+    """The shots lm-eval will draw for a leaf task exist and never hold the item scored: lm-eval leaves
+    the item out only when the few-shot split is the test split by name, and otherwise fails mid-run
+    (``Sample larger than population``) when the shots outnumber their split."""
+    shots = int(obj.get_config("num_fewshot") or 0)
+    if not shots or obj.get_config("output_type") == "loglikelihood_rolling":
+        return
+    config, fewshot = obj.config, obj.fewshot_cfg
+    if fewshot.split is None and getattr(fewshot, "samples", None) is not None:
+        return  # fixed examples of the task's own
+    scored = config.test_split if obj.has_test_docs() else config.validation_split
+    drawn = fewshot.split or (config.training_split if obj.has_training_docs()
+                              else config.validation_split if obj.has_validation_docs() else config.test_split)
+    left_out = fewshot.split == config.test_split  # as lm-eval's ConfigurableTask.fewshot_context decides
+    where = f"config key 'evaluation.dimensions.{dimension}.{key}'" if dimension else key
+    if drawn == scored and not left_out:
+        raise TaskConfigError(
+            f"lm-eval task {leaf!r} ({name}): its {shots} shots would be drawn from the split it scores ({scored}) "
+            f"without leaving the item out, so an item could be its own example; set 'fewshot_split: {scored}' "
+            f"in its YAML (lm-eval then leaves the item out) or set {where} to 0"
+        )
+    pool = len(obj.fewshot_docs()) - (1 if drawn == scored else 0)
+    if shots > pool:
+        raise TaskConfigError(
+            f"{where}: {shots} shots cannot be drawn for lm-eval task {leaf!r}, which draws each item's shots from "
+            f"{pool} items of its {drawn} split; set it to at most {pool}"
+        )
+
+
 def evaluate(
     model_path: str | Path,
     tasks: list[str],
@@ -228,6 +257,8 @@ def evaluate(
                 obj.set_config(key="num_fewshot", value=requested)
             elif obj.get_config("num_fewshot") is None:
                 obj.set_config(key="num_fewshot", value=0)  # as simple_evaluate does
+            _check_shots(obj, name, leaf, dimension,
+                         "num_fewshot" if name not in task_shots and num_fewshot is not None else f"task_num_fewshot.{name}")
         shots[name] = _shots_used(name, leaves_of[name], dimension)
 
     caps = {name: task_limits.get(name, limit) for name in leaves_of}

