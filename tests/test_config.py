@@ -131,6 +131,8 @@ BAD = [
     ({"calibration__sources": {"x": world(generator="nope")}}, "calibration.sources.x.generator", "unknown world generator 'nope'. Choose one of"),
     ({"metrics": ["perplexity", "nope"]}, "metrics[1]", "unknown metric 'nope'. Choose from"),
     ({"models": {"m": {"kind": "local", "path": "nowhere"}}}, "models.m.path", "point it at the folder that holds config.json"),
+    ({"evaluation__dimensions": {"total": {"tasks": ["world_general"]}}}, "evaluation.dimensions.total",
+     "'total' is a name the retention tables give the mean over all dimensions"),
     ({"evaluation__dimensions": {"g": {"tasks": ["world_generl"]}}}, "evaluation.dimensions.g.tasks[0]",
      "unknown task 'world_generl': no YAML of resources/lm_eval_tasks"),
     ({"evaluation__dimensions": {"g": {"tasks": ["world_generl"]}}}, "evaluation.dimensions.g.tasks[0]", "did you mean 'world_general'?"),

@@ -379,6 +379,19 @@ def _tiny_with(source: dict) -> dict:
      "calibration.sources.x.exclude[1]", "'json/no_such.py' leaves out no file that 'files' matches in python"),
     ({"kind": "installed", "packages": ["python"], "files": ["json/*.py"], "exclude": ["json/*"], "extract": "text"},
      "calibration.sources.x.exclude", "leaves out every file of python that 'files' matches"),
+    # valid in form, wrong for the data (issue 27)
+    ({"kind": "installed", "packages": ["python"], "files": ["json/*.py"], "extract": "text", "part": "heldout"},
+     "calibration.sources.x.part", "'heldout' is the held-out part that the held-out text tasks score"),
+    ({"kind": "installed", "packages": ["python", "python"], "files": ["json/*.py"], "extract": "text"},
+     "calibration.sources.x.packages[1]", "'python' is the distribution packages[0] already names"),
+    ({"kind": "installed", "packages": ["PyYAML", "pyyaml"], "files": ["yaml/*.py"], "extract": "text"},
+     "calibration.sources.x.packages[1]", "'pyyaml' is the distribution packages[0] already names ('PyYAML')"),
+    ({"kind": "installed", "packages": ["python"], "files": ["json/*.py"], "extract": "description"},
+     "calibration.sources.x.extract", "'description' reads METADATA or PKG-INFO files, and 'files' matches 5 other file(s) of python (json/__init__.py"),
+    ({"kind": "installed", "packages": ["python"], "files": ["pydoc_data/*"], "extract": "docstrings"},
+     "calibration.sources.x.extract", "'docstrings' reads .py files, and 'files' matches 1 other file(s) of python (pydoc_data/_pydoc.css)"),
+    ({"kind": "installed", "packages": ["chatterbot-corpus"], "files": ["chatterbot_corpus/**/*"], "extract": "conversations"},
+     "calibration.sources.x.extract", "'conversations' reads .yml or .yaml files"),
 ])
 def test_config_check_names_the_key(tmp_path, source, key, words):
     with pytest.raises(ConfigError) as err:

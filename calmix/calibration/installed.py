@@ -250,6 +250,18 @@ def _conversations(text: str, file_id: str) -> Iterator[dict]:
             yield {"id": f"{file_id}:{i}", "messages": [{"role": r, "content": t} for r, t in zip(roles, turns)]}
 
 
+#: The files each extract reads as intended (a suffix, or a whole file name); text reads any file. Another
+#: file would give something else: ``description`` on a .py file gives the whole file as one document.
+EXTRACT_FILES = {"docstrings": (".py",), "strings": (".py",), "doctests": (".py",), "description": ("METADATA", "PKG-INFO"),
+                 "conversations": (".yml", ".yaml")}
+
+
+def misfits(extract: str, files: list[str]) -> list[str]:
+    """The files (relative paths) that ``extract`` does not read as intended."""
+    fits = EXTRACT_FILES.get(extract)
+    return [] if fits is None else [f for f in files if not (f.endswith(fits) or f.rsplit("/", 1)[-1] in fits)]
+
+
 _EXTRACTORS = {
     "text": _text, "docstrings": _docstrings, "strings": _strings, "description": _description,
     "doctests": _doctests, "conversations": _conversations,

@@ -17,6 +17,8 @@ from calmix.config.schema import SCHEMA_PATH
 from calmix.pruning import plan, registry
 
 TASK_DIR = SCHEMA_PATH.parent / "lm_eval_tasks"
+#: Dimension names the tables use themselves (calmix.analysis.retention.TOTAL: the mean over dimensions).
+RESERVED_DIMENSIONS = ("total",)
 
 
 def builder_knobs(kind: str) -> set[str]:
@@ -118,9 +120,22 @@ def _check_documents(where: str, spec: dict, calibration: dict) -> None:
 def _check_installed(where: str, spec: dict) -> None:
     """Every named distribution is installed and gives a file (the corpus reads every one it is given),
     and every file glob matches a file of one of them."""
-    from calmix.calibration.installed import InstalledSourceError, matched_files, package_version
+    from packaging.utils import canonicalize_name
 
-    for package in spec["packages"]:
+    from calmix.calibration.installed import EXTRACT_FILES, InstalledSourceError, matched_files, misfits, package_version
+
+    if spec.get("part") == "heldout":
+        raise ConfigError(
+            f"config key '{where}.part': 'heldout' is the held-out part that the held-out text tasks score, never "
+            "calibration text; remove the key (a calibration source reads part: calibration)"
+        )
+    seen: dict[str, int] = {}
+    for i, package in enumerate(spec["packages"]):
+        if (first := seen.setdefault(canonicalize_name(package), i)) != i:
+            raise ConfigError(
+                f"config key '{where}.packages[{i}]': {package!r} is the distribution packages[{first}] already names "
+                f"({spec['packages'][first]!r}); each would give every document again. Name it once"
+            )
         try:
             package_version(package)
         except InstalledSourceError as e:
@@ -141,6 +156,14 @@ def _check_installed(where: str, spec: dict) -> None:
             raise ConfigError(
                 f"config key '{where}.packages[{i}]': no file of {package} matches {spec['files']}; "
                 "remove the package or add a glob that matches its files"
+            )
+    for package in spec["packages"]:
+        if wrong := misfits(spec["extract"], matched_files(package, spec["files"], spec.get("exclude", []))[1]):
+            fits = " or ".join(EXTRACT_FILES[spec["extract"]])
+            raise ConfigError(
+                f"config key '{where}.extract': {spec['extract']!r} reads {fits} files, and 'files' matches "
+                f"{len(wrong)} other file(s) of {package} ({', '.join(wrong[:3])}{', ...' if len(wrong) > 3 else ''}); "
+                "narrow the globs, or use extract: text to read whole files"
             )
     exclude = spec.get("exclude", [])
     for i, pattern in enumerate(exclude):  # a mistyped glob would leave in the file it names
@@ -482,6 +505,11 @@ def _check_dimensions(config: dict) -> None:
     shipped = {p.stem for p in TASK_DIR.glob("*.yaml")}
     for dim, spec in config["evaluation"]["dimensions"].items():
         where = f"evaluation.dimensions.{dim}"
+        if dim in RESERVED_DIMENSIONS:
+            raise ConfigError(
+                f"config key '{where}': {dim!r} is a name the retention tables give the mean over all dimensions "
+                "(calmix.analysis.retention.TOTAL); name the dimension otherwise"
+            )
         for i, task in enumerate(spec["tasks"]):
             try:
                 unknown = unknown_task_message(task, TASK_DIR)
