@@ -17,6 +17,11 @@ else:  # a local file: its sha256, checked against the pin when the config gives
     if pinned and pinned != source["sha256"]:
         raise SystemExit(f"calmix error: {gguf} has sha256 {source['sha256']}, not the {pinned} that "
                          f"models.{snakemake.wildcards.model}.sha256 pins; point 'file' at the right file or fix the pin")
+    if not pinned:
+        logging.warning("%s is unpinned: a changed or damaged file would convert without a word. Its sha256 now is %s "
+                        "(recorded in conversion.json); pin it: models.%s.sha256: %s", gguf, source["sha256"],
+                        snakemake.wildcards.model, source["sha256"])
+    source["pinned"] = bool(pinned)
 with atomic_path(snakemake.output[0]) as tmp:
     summary = convert_gguf(gguf, tmp)
     manifest = write_checkpoint_manifest(tmp, "conversion.json", source=source, **summary)

@@ -255,6 +255,7 @@ def test_an_intact_tree_verifies_every_file_once(results, capsys):
 HINT = "[--configfile <your study's config>]"
 SHARD = "results/shards/world/web/seed0.parquet"
 PRUNED = "results/pruned/world/wanda/0.5/web/seed0"
+REPORT = "results/prune_reports/world/wanda/0.5/web/seed0.json"  # the job that prunes it writes it, kept or temporary
 
 
 @pytest.mark.parametrize("damage, line", [
@@ -262,9 +263,9 @@ PRUNED = "results/pruned/world/wanda/0.5/web/seed0"
      f"{SHARD}: sha256 differs from what seed0.json records (truncated or edited); rebuild it: snakemake --forcerun {SHARD} {HINT}"),
     (lambda r: edit_in_place(r / "pruned/world/wanda/0.5/web/seed0/model.safetensors"),
      f"{PRUNED}/model.safetensors: sha256 differs from what prune_report.json records (truncated or edited); "
-     f"rebuild it: snakemake --forcerun {PRUNED} {HINT}"),
+     f"rebuild it: snakemake --forcerun {REPORT} {HINT}"),
     (lambda r: (r / "pruned/world/wanda/0.5/web/seed0/prune_report.json").unlink(),
-     f"{PRUNED}: no prune_report.json, so its weights cannot be checked (deleted?); rebuild it: snakemake --forcerun {PRUNED} {HINT}"),
+     f"{PRUNED}: no prune_report.json, so its weights cannot be checked (deleted?); rebuild it: snakemake --forcerun {REPORT} {HINT}"),
     (lambda r: (r / "models/world/training.json").unlink(),
      f"results/models/world: no training.json or conversion.json, so its weights cannot be checked (deleted?); "
      f"rebuild it: snakemake --forcerun results/models/world {HINT}"),
@@ -315,3 +316,18 @@ def test_the_command_exits_1_on_a_problem_0_when_intact_and_is_a_console_script(
     assert damaged.returncode == 1 and damaged.stdout.startswith("results/pools/world/igsp/seed0.parquet: sha256 differs")
     missing = subprocess.run([*command, "nowhere"], cwd=results.parent, capture_output=True, text=True)
     assert missing.returncode == 2 and "nowhere is not a folder" in missing.stderr
+
+
+@pytest.mark.parametrize("path, target", [
+    ("results/pruned/world/wanda/0.5/web/seed0", "results/prune_reports/world/wanda/0.5/web/seed0.json"),
+    ("results/pruned/m/sparsegpt/2of4/none/seed3/model.safetensors", "results/prune_reports/m/sparsegpt/2of4/none/seed3.json"),
+    ("/abs/study/results/pruned/m/magnitude/0.6/none/seed0", "/abs/study/results/prune_reports/m/magnitude/0.6/none/seed0.json"),
+    ("results/shards/world/web/seed0.parquet", "results/shards/world/web/seed0.parquet"),
+    ("results/models/world", "results/models/world"),
+])
+def test_the_rebuild_of_a_pruned_checkpoint_forces_its_prune_report(path, target):
+    """A temporary checkpoint is no rule's output (`--forcerun` on it fails with MissingRuleException); its
+    prune report is an output of the job that prunes it in both modes."""
+    from calmix.core.integrity import rebuild_target
+
+    assert str(rebuild_target(path)) == target

@@ -129,3 +129,20 @@ def test_verify_checks_the_fetched_model_file_and_the_task_items(real_run, tmp_p
     assert damaged.returncode == 1
     assert f"results/downloads/{MODEL}.gguf: sha256 differs" in damaged.stdout
     assert f"snakemake --forcerun results/downloads/{MODEL}.gguf" in damaged.stdout
+
+
+def test_the_rebuild_a_missing_temporary_checkpoint_names_is_one_snakemake_runs(real_run, monkeypatch):
+    """A temporary checkpoint is removed once scored and no rule names it: the error for a missing one
+    names the --forcerun of its prune report, and Snakemake plans that checkpoint's job from it."""
+    import re
+
+    from calmix.core.integrity import CheckpointError, verify_checkpoint
+
+    monkeypatch.chdir(real_run)  # jobs name checkpoints relative to the study's directory
+    with pytest.raises(CheckpointError) as err:
+        verify_checkpoint(Path("results/pruned") / MODEL / "sparsegpt/0.5/python_docs/seed0", "prune_report.json")
+    command = re.search(r"`(--forcerun \S+)`", str(err.value)).group(1).split()
+    assert command[1] == f"results/prune_reports/{MODEL}/sparsegpt/0.5/python_docs/seed0.json"
+    plan = snakemake(real_run, "-n", *command, configfile=REAL_TINY)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert re.search(r"^prune_and_evaluate +1$", plan.stdout, re.M), plan.stdout

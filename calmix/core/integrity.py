@@ -24,9 +24,23 @@ class CheckpointError(IntegrityError):
     """A checkpoint without its manifest, or whose weights differ from the sha256 the manifest records."""
 
 
+def rebuild_target(path: str | Path) -> Path:
+    """The output whose ``--forcerun`` rebuilds ``path``: for a pruned checkpoint (or a file in it) its prune
+    report, which the job that prunes it writes whether the checkpoint is kept or temporary (no rule names
+    a temporary checkpoint, so Snakemake cannot force it by its own path); else the path itself."""
+    parts = Path(path).parts
+    if "pruned" not in parts:
+        return Path(path)
+    at = parts.index("pruned")
+    checkpoint = parts[at + 1: at + 6]  # {model}/{method}/{target}/{calib}/seed{seed}
+    if len(checkpoint) < 5:
+        return Path(path)
+    return Path(*parts[:at], "prune_reports", *checkpoint[:-1], checkpoint[-1] + ".json")
+
+
 def rebuild_hint(path: str | Path) -> str:
     """What to do about a damaged output: the --forcerun that rebuilds it (and what depends on it)."""
-    return f"rebuild it: run snakemake again with `--forcerun {path}` (which also reruns what depends on it)"
+    return f"rebuild it: run snakemake again with `--forcerun {rebuild_target(path)}` (which also reruns what depends on it)"
 
 
 def weights_sha256(folder: str | Path) -> dict[str, str]:

@@ -251,6 +251,8 @@ class GgufFetchManifest(TypedDict, total=False):
     repo: str
     revision: str
     resolved_revision: str
+    # a local file
+    pinned: bool  # whether models.<name>.sha256 pins it (unpinned: the convert job warns)
 
 
 class GgufFacts(TypedDict):

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from calmix.core.integrity import CHECKPOINT_MANIFESTS
+from calmix.core.integrity import CHECKPOINT_MANIFESTS, rebuild_target
 from calmix.core.io import read_json, sha256_file
 
 #: Data files that have a manifest (same name, .json) beside them: (folder under results/, pattern).
@@ -60,7 +60,7 @@ class Problem:
     rebuild: Path  # the output whose --forcerun rebuilds it
 
     def line(self) -> str:
-        return f"{self.path}: {self.what}; rebuild it: snakemake --forcerun {self.rebuild} {CONFIG_HINT}"
+        return f"{self.path}: {self.what}; rebuild it: snakemake --forcerun {rebuild_target(self.rebuild)} {CONFIG_HINT}"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,42 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+class GgufFileError(ValueError):
+    """A GGUF file that is cut short or damaged; the message names the file."""
+
+
+def check_gguf_file(path: str | Path) -> None:
+    """Read the file's header and tensor table and check every tensor lies inside the file, before any
+    conversion: the gguf package fails on a damaged file with reshape or struct errors that name nothing."""
+    from gguf import GGUFReader
+
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as err:  # noqa: BLE001 (the gguf package raises struct, value, index and numpy errors alike)
+        raise GgufFileError(
+            f"{path} ({size:,} bytes) is not a readable GGUF file: its header or tensor table is cut short or damaged "
+            f"({type(err).__name__}: {err}); delete it and fetch it again, or point the model's 'file' at an intact copy"
+        ) from None
+    if not reader.tensors:
+        raise GgufFileError(f"{path} holds no tensors: not a model file")
+    last = max(reader.tensors, key=lambda t: t.data_offset + t.n_bytes)
+    if (end := last.data_offset + last.n_bytes) > size:
+        raise GgufFileError(f"{path} is truncated: tensor {last.name!r} ends at byte {end:,} and the file has {size:,}; "
+                            "delete it and fetch it again")
+
+
+def check_finite(tensors: dict[str, Any], path: str | Path) -> None:
+    """Every dequantized value is finite: a damaged scale of a quantized block dequantizes to inf or nan."""
+    import torch
+
+    for key, tensor in tensors.items():
+        if not torch.isfinite(tensor).all():
+            raise GgufFileError(f"{path}: tensor {key!r} dequantizes to non-finite values (the file is damaged); "
+                                "delete it and fetch it again")
+
+
 def gguf_metadata(path: str | Path) -> dict[str, Any]:
     """What the file says of itself: architecture, name, tensor count and quantization types."""
     from gguf import GGUFReader
@@ -41,6 +77,7 @@ def convert_gguf(path: str | Path, out: str | Path) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path, out = Path(path), Path(out)
+    check_gguf_file(path)
     folder, name = str(path.parent), path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -48,6 +85,7 @@ def convert_gguf(path: str | Path, out: str | Path) -> dict[str, Any]:
     config.__dict__.pop("quantization_config", None)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    check_finite(loaded.state_dict(), path)
     model.load_state_dict(loaded.state_dict(), assign=True)
     model.tie_weights()
     model.eval().save_pretrained(out)
