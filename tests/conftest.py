@@ -15,6 +15,20 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY = REPO / "experiments" / "world-tiny.yaml"
 
 
+#: Test files that share the tiny study's session fixtures (tiny_run, second_run): one worker runs them
+#: all, so the study is run once. `make test` runs two workers (pytest -n 2 --dist loadgroup).
+TINY_RUN_FILES = ("test_workflow", "test_verify_workflow", "test_resume", "test_slurm")
+
+
+def pytest_collection_modifyitems(items):
+    """Keep each test file on one worker (its module and session fixtures are built once), and the
+    files that share the tiny study on the same one."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            stem = item.path.stem
+            item.add_marker(pytest.mark.xdist_group("tiny_run" if stem in TINY_RUN_FILES else stem))
+
+
 def snakemake_command(workdir: Path, *args: str, configfile: Path | list[Path] | None = None,
                       snakefile: Path = REPO / "Snakefile") -> list[str]:
     cmd = [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args]
