@@ -15,18 +15,14 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY = REPO / "experiments" / "world-tiny.yaml"
 
 
-#: Test files that share the tiny study's session fixtures (tiny_run, second_run): one worker runs them
-#: all, so the study is run once. `make test` runs two workers (pytest -n 2 --dist loadgroup).
-TINY_RUN_FILES = ("test_workflow", "test_verify_workflow", "test_resume", "test_slurm")
-
-
 def pytest_collection_modifyitems(items):
-    """Keep each test file on one worker (its module and session fixtures are built once), and the
-    files that share the tiny study on the same one."""
+    """Keep each test file on one worker (its module and session fixtures are built once), and every
+    file with a test that needs the tiny study's run (tiny_run, directly or through another fixture)
+    on the same one, so the study runs once. `make test` runs two workers (-n 2 --dist loadgroup)."""
+    shares_tiny_run = {item.path for item in items if "tiny_run" in getattr(item, "fixturenames", ())}
     for item in items:
         if not item.get_closest_marker("xdist_group"):
-            stem = item.path.stem
-            item.add_marker(pytest.mark.xdist_group("tiny_run" if stem in TINY_RUN_FILES else stem))
+            item.add_marker(pytest.mark.xdist_group("tiny_run" if item.path in shares_tiny_run else item.path.stem))
 
 
 def snakemake_command(workdir: Path, *args: str, configfile: Path | list[Path] | None = None,
