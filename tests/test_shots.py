@@ -91,3 +91,23 @@ def test_the_config_check_counts_world_tasks_by_world_eval_items():
     config = _dims("world_general", 24)  # the tiny study's world.eval_items
     with pytest.raises(ConfigError, match=r"world.eval_items = 24 items .* at most 23 or raise world.eval_items$"):
         validate_config(config)
+
+
+SYNTHETIC = {  # items in the form the package datasets give them (their real items need the wheel)
+    "arc_easy_local": lambda i: {"question": f"Which number is {i}?", "answerKey": "A",
+                                 "choices": {"label": ["A", "B"], "text": [f"{i}", f"{i + 1}"]}},
+    "piqa_local": lambda i: {"goal": f"How do you reach step {i}?", "sol1": f"walk {i}", "sol2": f"run {i}", "label": 0},
+}
+
+
+@pytest.mark.parametrize("task", sorted(SYNTHETIC))
+def test_tasks_scoring_their_validation_split_leave_the_item_out_too(tmp_path, task):
+    """No fewshot_split and no test_split: lm-eval draws shots from the validation split it scores and,
+    the two splits being equal (both unset), leaves the item out."""
+    write_items_jsonl([SYNTHETIC[task](i) for i in range(40)], tmp_path / "results" / "eval" / "items" / f"{task}.jsonl")
+    obj = _task(task, tmp_path, SHOTS)
+    obj.sampler.set_rnd(1234)
+    docs = list(obj.eval_docs)
+    own = [i for i, doc in enumerate(docs)
+           if (question := obj.doc_to_text(doc)) in (context := obj.fewshot_context(doc, SHOTS))[: context.rindex(question)]]
+    assert len(docs) == 40 and own == []
