@@ -27,7 +27,7 @@ report: $(STAMP)
 	@echo "Report: results/report.html, summary results/report.md (plots in results/plots/, tables in results/tables/)"
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup tests
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/snakemake --lint

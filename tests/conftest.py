@@ -15,16 +15,6 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TINY = REPO / "experiments" / "world-tiny.yaml"
 
 
-def pytest_collection_modifyitems(items):
-    """Keep each test file on one worker (its module and session fixtures are built once), and every
-    file with a test that needs the tiny study's run (tiny_run, directly or through another fixture)
-    on the same one, so the study runs once. `make test` runs two workers (-n 2 --dist loadgroup)."""
-    shares_tiny_run = {item.path for item in items if "tiny_run" in getattr(item, "fixturenames", ())}
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group("tiny_run" if item.path in shares_tiny_run else item.path.stem))
-
-
 def snakemake_command(workdir: Path, *args: str, configfile: Path | list[Path] | None = None,
                       snakefile: Path = REPO / "Snakefile") -> list[str]:
     cmd = [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--cores", "2", *args]

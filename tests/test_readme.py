@@ -121,7 +121,7 @@ def test_every_readme_command_is_known():
 def test_commands_not_run_here_are_what_the_makefile_and_ci_run():
     makefile = (REPO / "Makefile").read_text()
     assert "pip install --quiet -c constraints.txt -e '.[test]'" in makefile
-    assert re.search(r"^test: .*\n\t\$\(VENV\)/bin/pytest -q tests$", makefile, flags=re.M)
+    assert re.search(r"^test: .*\n\t\$\(VENV\)/bin/pytest -q -n 2 --dist loadfile tests$", makefile, flags=re.M)
     assert "make test" in (REPO / ".ci" / "run").read_text()
 
 

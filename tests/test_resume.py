@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO, TINY, snakemake, snakemake_command, write_config
 
 PRUNED = "results/pruned/world/sparsegpt/0.5/web/seed0"
+REPORT = "results/prune_reports/world/sparsegpt/0.5/web/seed0.json"  # what a damaged checkpoint's rebuild forces
 EVAL = "results/eval/world/wanda/0.5/code/seed1/perplexity.json"
 SHARD = "results/shards/world/web/seed0.parquet"
 
@@ -135,8 +136,8 @@ def test_an_edited_checkpoint_is_pruned_again_when_its_job_reruns(finished):
     refused = run(finished, "--forcerun", target)  # its evaluation alone: the checkpoint is refused, named
     assert refused.returncode != 0 and "Error in rule evaluate_pruned:" in refused.stderr
     log = (finished / "logs/evaluate_pruned/world/web.log").read_text()
-    assert f"--forcerun {PRUNED}" in refused.stderr + log and "model.safetensors" in refused.stderr + log
-    rerun = run(finished, "--forcerun", PRUNED)  # what the error says: its prune job
+    assert f"--forcerun {REPORT}" in refused.stderr + log and "model.safetensors" in refused.stderr + log
+    rerun = run(finished, "--forcerun", REPORT)  # what the error says: its prune job
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert weights.read_bytes() == original  # the same weights, so every record stays as it was
     assert {p: p.read_bytes() for p in (finished / target).parent.iterdir()} == records

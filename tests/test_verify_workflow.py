@@ -18,6 +18,7 @@ pytestmark = pytest.mark.workflow
 
 SHARD = "results/shards/world/web/seed0.parquet"
 PRUNED = "results/pruned/world/sparsegpt/0.5/web/seed0"
+REPORT = "results/prune_reports/world/sparsegpt/0.5/web/seed0.json"  # what a damaged checkpoint's rebuild forces
 EVAL = "results/eval/world/sparsegpt/0.5/web/seed0/general.json"
 HINT = "[--configfile <your study's config>]"
 
@@ -39,7 +40,7 @@ def test_an_intact_study_verifies(finished):
 
 @pytest.mark.parametrize("damaged, rebuild, what", [
     (SHARD, SHARD, "sha256 differs from what seed0.json records"),
-    (f"{PRUNED}/model.safetensors", PRUNED, "sha256 differs from what prune_report.json records"),
+    (f"{PRUNED}/model.safetensors", REPORT, "sha256 differs from what prune_report.json records"),
 ])
 def test_an_in_place_edit_snakemake_cannot_see_is_named_with_its_rebuild(finished, damaged, rebuild, what):
     edit_in_place(finished / damaged)
@@ -57,13 +58,13 @@ def test_a_deleted_prune_report_is_named_and_its_rebuild_prunes_the_checkpoint_a
     result = verify(finished)
     assert result.returncode == 1
     assert f"{PRUNED}: no prune_report.json, so its weights cannot be checked (deleted?); " \
-           f"rebuild it: snakemake --forcerun {PRUNED} {HINT}" in result.stdout.splitlines()
+           f"rebuild it: snakemake --forcerun {REPORT} {HINT}" in result.stdout.splitlines()
     for suffix in (".json", ".items.parquet"):  # as if it had not been evaluated yet
         (finished / EVAL.replace(".json", suffix)).unlink()
     refused = run(finished, EVAL)  # its evaluation job (a kept checkpoint's is apart from its prune job)
     assert refused.returncode != 0 and f"has no prune_report.json" in refused.stderr
-    assert f"--forcerun {PRUNED}" in refused.stderr
-    rerun = run(finished, EVAL, "--forcerun", PRUNED)  # the rebuild both name
+    assert f"--forcerun {REPORT}" in refused.stderr
+    rerun = run(finished, EVAL, "--forcerun", REPORT)  # the rebuild both name
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert (finished / PRUNED / "prune_report.json").is_file() and (finished / EVAL).is_file()
     assert (finished / PRUNED / "model.safetensors").read_bytes() == weights
