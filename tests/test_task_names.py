@@ -72,4 +72,4 @@ def test_a_near_miss_says_what_it_may_have_meant():
     assert "did you mean 'hellaswag'" in unknown_task_message("helaswag")
     assert "did you mean 'world_commonsense'" in unknown_task_message("world_comonsense")
     message = unknown_task_message("no_such_task_at_all")
-    assert message.startswith("unknown task 'no_such_task_at_all'") and "did you mean" not in message
+    assert message.startswith("unknown task 'no_such_task_at_all': it is no YAML") and "did you mean" not in message

@@ -85,9 +85,9 @@ def unknown_task_message(task: str, task_dir: Path = DEFAULT_TASK_DIR) -> str | 
         return None
     known = [*shipped_tasks(task_dir), *sorted(_registered_lm_eval_names())]
     near = difflib.get_close_matches(task, known, n=3, cutoff=0.75)
-    hint = f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
-    return (f"unknown task {task!r}: no YAML of resources/lm_eval_tasks ({', '.join(shipped_tasks(task_dir))}) and no "
-            f"task, group or tag of lm-eval {lm_eval_version()}{hint}")
+    hint = f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""
+    return (f"unknown task {task!r}{hint}: it is no YAML of resources/lm_eval_tasks ({', '.join(shipped_tasks(task_dir))}) "
+            f"and no task, group or tag of lm-eval {lm_eval_version()}")
 
 
 def _plain_yaml(yaml_path: Path) -> dict:
