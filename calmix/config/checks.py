@@ -500,9 +500,9 @@ def _task_shots(spec: dict, task: str) -> tuple[int, str]:
 
 
 def _check_dimensions(config: dict) -> None:
-    from calmix.evaluation.tasks import TaskNameError, executes_code, unknown_task_message
+    from calmix.evaluation.tasks import TaskNameError, executes_code, shipped_tasks, unknown_task_message
 
-    shipped = {p.stem for p in TASK_DIR.glob("*.yaml")}
+    shipped = set(shipped_tasks(TASK_DIR))
     for dim, spec in config["evaluation"]["dimensions"].items():
         where = f"evaluation.dimensions.{dim}"
         if dim in RESERVED_DIMENSIONS:

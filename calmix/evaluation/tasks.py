@@ -60,7 +60,7 @@ def _scanned_lm_eval_names() -> frozenset[str]:
     if spec is None or not spec.submodule_search_locations:
         return frozenset()
     declared = re.compile(r"^(?:task|group|tag)\s*:\s*['\"]?([A-Za-z0-9][A-Za-z0-9_.-]*)['\"]?\s*(?:#.*)?$", re.M)
-    listed = re.compile(r"^(?:tag)\s*:\s*\n((?:\s+-\s*\S+\s*\n?)+)", re.M)
+    listed = re.compile(r"^tag\s*:\s*\n((?:\s+-\s*\S+\s*\n?)+)", re.M)
     names: set[str] = set()
     for path in Path(spec.submodule_search_locations[0], "tasks").rglob("*.yaml"):
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -79,8 +79,8 @@ def _registered_lm_eval_names() -> frozenset[str]:
 
 
 def unknown_task_message(task: str, task_dir: Path = DEFAULT_TASK_DIR) -> str | None:
-    """None for a task of ``task_dir`` or one lm-eval registers; else why not, with the nearest names."""
-    check_task_name(task)
+    """None for a task of ``task_dir`` or one lm-eval registers; else why not, with the nearest names
+    (a name that is no name raises TaskNameError, from task_yaml)."""
     if task_yaml(task, task_dir).is_file() or task in _scanned_lm_eval_names() or task in _registered_lm_eval_names():
         return None
     known = [*shipped_tasks(task_dir), *sorted(_registered_lm_eval_names())]

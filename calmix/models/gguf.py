@@ -85,8 +85,9 @@ def convert_gguf(path: str | Path, out: str | Path) -> dict[str, Any]:
     config.__dict__.pop("quantization_config", None)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    check_finite(loaded.state_dict(), path)
-    model.load_state_dict(loaded.state_dict(), assign=True)
+    weights = loaded.state_dict()
+    check_finite(weights, path)
+    model.load_state_dict(weights, assign=True)
     model.tie_weights()
     model.eval().save_pretrained(out)
     tokenizer.save_pretrained(out)
