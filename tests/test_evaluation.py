@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from calmix.evaluation import scoring, tasks
-from calmix.evaluation.harness import evaluate
+from calmix.evaluation.harness import evaluate, item_subset
 from calmix.evaluation.scoring import MetricError
 from calmix.evaluation.tasks import TaskConfigError, load_task_config
 from calmix.models.loading import write_checkpoint_manifest
@@ -353,10 +353,10 @@ def _fake_lm_class(gens: dict[str, str], lls: dict[tuple[str, str], float], *, w
 
 @pytest.mark.parametrize("wrong", [False, True])
 def test_scoring_with_known_answers(world, monkeypatch, wrong):
-    import lm_eval.models.huggingface as hf
+    from calmix.evaluation import packed as hf
 
     gens, lls = _answer_key(world["docs"])
-    monkeypatch.setattr(hf, "HFLM", _fake_lm_class(gens, lls, wrong=wrong))
+    monkeypatch.setattr(hf, "PackedLM", _fake_lm_class(gens, lls, wrong=wrong))
     res = evaluate("fake-model", TASKS, task_dir=TASK_DIR, data_root=world["root"])
     expected = 0.0 if wrong else 1.0
     for task in TASKS:
@@ -366,11 +366,11 @@ def test_scoring_with_known_answers(world, monkeypatch, wrong):
 
 def test_math_filter_needs_the_answer_phrase(world, monkeypatch):
     """A bare number (no "The answer is") is not credited: the regex falls back to [invalid]."""
-    import lm_eval.models.huggingface as hf
+    from calmix.evaluation import packed as hf
 
     gens, lls = _answer_key(world["docs"])
     bare = {p: " " + r["answer"] for r in world["docs"]["world_math"] for p in [r["prompt"]]}
-    monkeypatch.setattr(hf, "HFLM", _fake_lm_class({**gens, **bare}, lls))
+    monkeypatch.setattr(hf, "PackedLM", _fake_lm_class({**gens, **bare}, lls))
     res = evaluate("fake-model", ["world_math"], task_dir=TASK_DIR, data_root=world["root"])
     assert res["tasks"]["world_math"]["score"] == 0.0
 
@@ -382,10 +382,10 @@ def test_chance_uses_per_doc_choice_counts(tmp_path, monkeypatch):
         {"query": "Drask is a city in", "choices": ["Velmora", "Olvena", "Tormund", "Quessa"], "label": 0},
     ]
     _write_data(tmp_path, docs)
-    import lm_eval.models.huggingface as hf
+    from calmix.evaluation import packed as hf
 
     gens, lls = _answer_key(docs)
-    monkeypatch.setattr(hf, "HFLM", _fake_lm_class(gens, lls))
+    monkeypatch.setattr(hf, "PackedLM", _fake_lm_class(gens, lls))
     res = evaluate("fake-model", ["world_general"], task_dir=TASK_DIR, data_root=tmp_path)
     assert res["tasks"]["world_general"]["chance"] == pytest.approx((1 / 2 + 1 / 4) / 2)
     assert res["tasks"]["world_general"]["score"] == 1.0
@@ -465,23 +465,23 @@ def _recording_lm_class(contexts: list[str]):
 @pytest.mark.parametrize("shots", [0, 2])
 def test_num_fewshot_puts_other_items_before_each_item(world, monkeypatch, shots):
     """A world YAML says num_fewshot: 0; the dimension's setting must win, and no item is its own shot."""
-    import lm_eval.models.huggingface as hf
+    from calmix.evaluation import packed as hf
 
     contexts: list[str] = []
-    monkeypatch.setattr(hf, "HFLM", _recording_lm_class(contexts))
+    monkeypatch.setattr(hf, "PackedLM", _recording_lm_class(contexts))
     res = evaluate("fake-model", ["world_general"], task_dir=TASK_DIR, data_root=world["root"], num_fewshot=shots, limit=5)
     assert res["settings"]["num_fewshot"] == shots and res["settings"]["limit"] == 5
     assert res["tasks"]["world_general"]["num_fewshot"] == shots
     docs = world["docs"]["world_general"]
     solved = {f"{d['query']} {d['choices'][d['label']]}" for d in docs}
-    queries = {d["query"] for d in docs[:5]}
+    queries = {docs[i]["query"] for i in item_subset("world_general", len(docs), 5, 1234)}  # evaluate's default seed
     assert len(contexts) == 5 * 4 and {c.split("\n\n")[-1] for c in contexts} == queries
     for context in contexts:
         *examples, query = context.split("\n\n")
         assert len(examples) == shots
         assert all(e in solved for e in examples) and not any(e.startswith(query + " ") for e in examples)
     again: list[str] = []
-    monkeypatch.setattr(hf, "HFLM", _recording_lm_class(again))
+    monkeypatch.setattr(hf, "PackedLM", _recording_lm_class(again))
     evaluate("fake-model", ["world_general"], task_dir=TASK_DIR, data_root=world["root"], num_fewshot=shots, limit=5)
     assert again == contexts  # shots drawn with the seed
 
@@ -535,13 +535,13 @@ def test_world_code_exec_needs_the_opt_in(world, optional_tasks):
 
 def test_world_code_exec_runs_the_completions(world, optional_tasks, monkeypatch):
     """Through lm-eval with a fake model: equivalent bodies pass, wrong ones fail, each item scored."""
-    import lm_eval.models.huggingface as hf
+    from calmix.evaluation import packed as hf
 
     monkeypatch.delenv("HF_ALLOW_CODE_EVAL", raising=False)
     docs = optional_tasks["world_code_exec"]
     bodies = [" x + {k}", " {k} + x", " (x + {k})", " x - {k}", " x +"]
     gens = {d["prompt"]: bodies[k % len(bodies)].format(k=k) for k, d in enumerate(docs)}
-    monkeypatch.setattr(hf, "HFLM", _fake_lm_class(gens, {}))
+    monkeypatch.setattr(hf, "PackedLM", _fake_lm_class(gens, {}))
     res = evaluate("fake-model", ["world_code_exec"], task_dir=TASK_DIR, data_root=world["root"],
                    allow_code_execution=True)
     summary = res["tasks"]["world_code_exec"]
@@ -736,7 +736,8 @@ def test_a_task_takes_its_own_yamls_shots_as_simple_evaluate_does(world, tmp_pat
     lm = load_lm(world["model"], batch_size=8)
     res = evaluate(world["model"], list(own), task_dir=task_dir, data_root=world["root"], limit=2, seed=seed, lm=lm)
     manager, objects = _task_objects(world, list(own), shots=None, task_dir=task_dir)
-    theirs = simple_evaluate(model=lm, tasks=objects, task_manager=manager, limit=2, random_seed=seed,
+    subsets = {name: item_subset(name, len(obj.eval_docs), 2, seed) for name, obj in zip(own, objects)}
+    theirs = simple_evaluate(model=lm, tasks=objects, task_manager=manager, samples=subsets, random_seed=seed,
                              numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
     for name, n in own.items():
         ours = _prompts(runs[0], name)
@@ -828,12 +829,24 @@ def test_run_lm_eval_scores_as_simple_evaluate_does(world):
     lm = load_lm(world["model"], batch_size=8)
     names, seed = ["world_general", "world_math"], 7
     manager, objects = _task_objects(world, names, shots=2)
-    ours = _run_lm_eval(lm, manager, objects, limit=4, samples=None, seed=seed, confirm_run_unsafe_code=False)
+    subsets = {name: item_subset(name, len(obj.eval_docs), 4, seed) for name, obj in zip(names, objects)}
+    ours = _run_lm_eval(lm, manager, objects, samples=subsets, seed=seed, confirm_run_unsafe_code=False)
     manager, objects = _task_objects(world, names, shots=2)
-    theirs = simple_evaluate(model=lm, tasks=objects, task_manager=manager, limit=4, random_seed=seed, numpy_random_seed=seed,
+    theirs = simple_evaluate(model=lm, tasks=objects, task_manager=manager, samples=subsets, random_seed=seed, numpy_random_seed=seed,
                              torch_random_seed=seed, fewshot_random_seed=seed)
     assert ours["results"] == theirs["results"]
     for name in names:
         fields = [_prompts(run, name) for run in (ours, theirs)]
         assert fields[0] == fields[1] and len(fields[0]) == 4
         assert all(r"\n\n" in str(args) for _, args, _, _ in fields[0])  # the shots are in the prompts (repr'd)
+
+
+def test_a_capped_task_is_scored_on_a_seeded_random_subset_the_same_for_every_model():
+    """Not the first N (lm-eval's limit, issue #2598): a random subset, sorted, keyed by seed and task only."""
+    first = item_subset("hellaswag_local", 10042, 200, 1234)
+    assert first == item_subset("hellaswag_local", 10042, 200, 1234) and first == sorted(set(first)) and len(first) == 200
+    assert first != list(range(200)) and max(first) > 5000
+    assert first != item_subset("piqa_local", 10042, 200, 1234) and first != item_subset("hellaswag_local", 10042, 200, 0)
+    assert item_subset("arc_easy_local", 570, 1000, 1234) == list(range(570))
+    # the draw is Python's seeded random.sample: the same ids on every machine (a string seed hashes with sha512)
+    assert item_subset("hellaswag_local", 10042, 5, 1234) == sorted(random.Random("calmix items 1234 hellaswag_local").sample(range(10042), 5))

@@ -69,18 +69,18 @@ def _code_execution_allowed(allowed: bool) -> Iterator[None]:
 
 def load_lm(model_path: str | Path, *, device: str = "cpu", batch_size: int = 32, dtype: str = "float32",
             model_manifest: str | None = None) -> Any:
-    """lm-eval's HF model of a checkpoint, after its weights are checked against ``model_manifest``."""
-    from lm_eval.models.huggingface import HFLM
-
+    """lm-eval's HF model of a checkpoint, scoring each context once (calmix.evaluation.packed.PackedLM),
+    after its weights are checked against ``model_manifest``."""
     from calmix.core.integrity import verify_checkpoint
+    from calmix.evaluation import packed
     from calmix.models.folders import model_folder
 
     verify_checkpoint(model_path, model_manifest)
-    return HFLM(pretrained=str(model_folder(model_path)), device=device, batch_size=batch_size, dtype=dtype)
+    return packed.PackedLM(pretrained=str(model_folder(model_path)), device=device, batch_size=batch_size, dtype=dtype)
 
 
-def _run_lm_eval(lm: Any, task_manager: Any, tasks: list[Any], *, limit: int | None,
-                 samples: dict[str, list[int]] | None, seed: int, confirm_run_unsafe_code: bool) -> Any:
+def _run_lm_eval(lm: Any, task_manager: Any, tasks: list[Any], *, samples: dict[str, list[int]] | None, seed: int,
+                 confirm_run_unsafe_code: bool) -> Any:
     """lm-eval's evaluate() with simple_evaluate's seeding (random, numpy, torch, few-shot draws).
 
     Not simple_evaluate itself: after scoring, it records the environment for its own results file,
@@ -99,8 +99,19 @@ def _run_lm_eval(lm: Any, task_manager: Any, tasks: list[Any], *, limit: int | N
     loaded = task_manager.load(tasks)
     for task in loaded["tasks"].values():
         task.set_fewshot_seed(seed=seed)
-    return lm_eval_evaluate(lm=lm, task_dict=loaded, limit=limit, samples=samples, log_samples=True,
+    return lm_eval_evaluate(lm=lm, task_dict=loaded, samples=samples, log_samples=True,
                             fewshot_as_multiturn=True, confirm_run_unsafe_code=confirm_run_unsafe_code)
+
+
+def item_subset(leaf: str, n_docs: int, cap: int, seed: int) -> list[int]:
+    """The doc ids a task is scored on when ``cap`` limits it: a seeded random subset (sorted), keyed by the
+    task's name, so that every model of a study sees the same items whatever else it scores. Not lm-eval's
+    ``limit``, which takes the first N: a split's first items are often of one kind (lm-eval issue #2598)."""
+    import random
+
+    if cap >= n_docs:
+        return list(range(n_docs))
+    return sorted(random.Random(f"calmix items {seed} {leaf}").sample(range(n_docs), cap))
 
 
 def _shots_used(name: str, leaves: dict[str, Any], dimension: str | None) -> int:
@@ -172,8 +183,9 @@ def evaluate(
     unless ``task_num_fewshot`` names it or ``num_fewshot`` is given: then that many go before every
     item (also where the YAML says otherwise); shots are drawn with ``seed``, and each task summary's
     ``num_fewshot`` says how many it was scored with. ``limit`` caps the items per task,
-    ``task_limits`` per named task (the first items, as ``limit`` takes them: a long-document task and
-    a multiple-choice task in one dimension need different counts for the same cost); ``metric`` maps
+    ``task_limits`` per named task (a long-document task and a multiple-choice task in one dimension need
+    different counts for the same cost); a capped task is scored on a seeded random subset of its items
+    (:func:`item_subset`, passed to lm-eval as ``samples``), the same for every model; ``metric`` maps
     a task to the "metric,filter" key that stands for it instead of :func:`_primary_metric`. A key the
     task does not report is an error naming ``dimension`` (the config dimension, for messages).
 
@@ -262,16 +274,13 @@ def evaluate(
         shots[name] = _shots_used(name, leaves_of[name], dimension)
 
     caps = {name: task_limits.get(name, limit) for name in leaves_of}
-    # lm-eval takes one limit for all tasks; its `samples` (doc indices per leaf) carries a cap per task.
-    samples = {
-        leaf: list(range(min(caps[name], len(obj.eval_docs))))
-        for name, leaves in leaves_of.items() for leaf, obj in leaves.items() if caps[name] is not None
-    } if task_limits else None
+    samples = {leaf: item_subset(leaf, len(obj.eval_docs), caps[name], seed)
+               for name, leaves in leaves_of.items() for leaf, obj in leaves.items() if caps[name] is not None}
 
     if lm is None:
         lm = load_lm(model_path, device=device, batch_size=batch_size, dtype=dtype, model_manifest=model_manifest)
     with _code_execution_allowed(bool(unsafe)):
-        results = _run_lm_eval(lm, task_manager, objects, limit=None if samples else limit, samples=samples,
+        results = _run_lm_eval(lm, task_manager, objects, samples=samples or None,
                                seed=seed, confirm_run_unsafe_code=allow_code_execution)
     if results is None:  # only rank 0 gets results
         raise RuntimeError("lm-eval returned no results (not the main process?)")
@@ -280,7 +289,7 @@ def evaluate(
     items: list[dict] = []
     for name, leaves in leaves_of.items():
         leaf_summaries = {
-            t: leaf_summary(t, obj, results, caps[name], metric.get(name), dimension, name) for t, obj in leaves.items()
+            t: leaf_summary(t, obj, results, samples.get(t), metric.get(name), dimension, name) for t, obj in leaves.items()
         }
         task_items = []
         for leaf, s in leaf_summaries.items():

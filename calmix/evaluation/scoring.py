@@ -75,7 +75,7 @@ def _aggregation(task_obj: Any, metric: str) -> str:
     return "mean"
 
 
-def _chance(task_obj: Any, limit: int | None) -> float | None:
+def _chance(task_obj: Any, doc_ids: list[int] | None) -> float | None:
     """Expected score of random guessing over the evaluated docs.
 
     Mean of 1/num_choices for multiple choice (choice counts may vary per doc), 0 for
@@ -86,7 +86,8 @@ def _chance(task_obj: Any, limit: int | None) -> float | None:
         return 0.0
     if output_type != "multiple_choice":
         return None
-    probs = [1.0 / len(task_obj.doc_to_choice(doc)) for _, doc in task_obj.doc_iterator(limit=limit)]
+    docs = task_obj.eval_docs
+    probs = [1.0 / len(task_obj.doc_to_choice(docs[i])) for i in (range(len(docs)) if doc_ids is None else doc_ids)]
     return sum(probs) / len(probs) if probs else None
 
 
@@ -94,12 +95,13 @@ def leaf_summary(
     name: str,
     task_obj: Any,
     results: dict,
-    limit: int | None,
+    doc_ids: list[int] | None,
     requested: str | None = None,
     dimension: str | None = None,
     task: str | None = None,
 ) -> dict:
-    """One leaf task's score under ``requested`` (a dimension's metric override) or its primary metric."""
+    """One leaf task's score under ``requested`` (a dimension's metric override) or its primary metric;
+    ``doc_ids``: the items scored (None: all)."""
     metric = requested or _primary_metric(task_obj)
     res = results["results"].get(name, {})
     if metric not in res:
@@ -122,7 +124,7 @@ def leaf_summary(
         "metric": metric,
         "score": as_float(res[metric]),
         "stderr": as_float(res.get(stderr_key)),
-        "chance": None if aggregation == "perplexity" else _chance(task_obj, limit),
+        "chance": None if aggregation == "perplexity" else _chance(task_obj, doc_ids),
         "n": int(n) if n is not None else None,
         "output_type": task_obj.get_config("output_type"),
         "higher_is_better": bool(higher),
