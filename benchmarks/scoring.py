@@ -33,12 +33,12 @@ CONFIG = ROOT / "experiments" / "smollm2-135m.yaml"
 
 
 def _ensure_inputs(model: Path, tasks: list[str]) -> None:
-    targets = [str(model)] * (not model.is_dir()) + [f"results/eval/items/{t}.jsonl" for t in tasks
+    targets = [str(model.relative_to(ROOT))] * (not model.is_dir()) + [f"results/eval/items/{t}.jsonl" for t in tasks
                                                        if not (ROOT / f"results/eval/items/{t}.jsonl").is_file()]
     if targets:
         print(f"building {', '.join(targets)} (snakemake)", flush=True)
-        subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(CONFIG), "--quiet",
-                        *targets], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *targets,
+                        "--configfile", str(CONFIG)], cwd=ROOT, check=True)
 
 
 def _recorded(lm):

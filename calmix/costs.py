@@ -10,8 +10,12 @@ a GPU here the GPU time is a lower bound at the device's peak rate (nothing meas
 checkpoint is the model's parameters at its dtype; temporary checkpoints (pruning.keep_checkpoints)
 peak at one per job running at once.
 
+Then how wide retention's intervals will be (calmix.analysis.power), with a finished study's measured
+half-widths beside.
+
     calmix-plan                                       # config.yaml
     calmix-plan --configfile experiments/paper-llama3.1-8b.yaml --jobs 8
+    calmix-plan --configfile experiments/smollm2-135m.yaml --intervals --retention 0.6
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from calmix.analysis.power import Assumptions, intervals_report
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 #: NVIDIA H200 SXM dense bf16 peak (the data sheet's 1,979 TFLOP/s is with 2:4 sparsity): a bound, not a measurement.
@@ -157,15 +163,21 @@ def evaluation_tokens(config: dict[str, Any]) -> tuple[int, list[str]]:
     return total, unknown
 
 
-def plan(configfiles: list[str], jobs: int) -> str:
+def study_config(configfiles: list[str]) -> dict[str, Any]:
+    """The study's validated config; an invalid one exits with the config check's message."""
     from calmix.config import ConfigError, error_line, read_config_files, validate_config
-    from calmix.pruning import plan as pruning_plan
 
     try:
-        config = validate_config(read_config_files(configfiles))
+        return validate_config(read_config_files(configfiles))
     except ConfigError as e:
         raise SystemExit(error_line(e, configfiles)) from None
 
+
+def plan(configfiles: list[str], jobs: int, assumptions: Assumptions = Assumptions()) -> str:
+    """What the study costs, then how wide its intervals will be (intervals_report)."""
+    from calmix.pruning import plan as pruning_plan
+
+    config = study_config(configfiles)
     rules, left = jobs_by_rule(configfiles), jobs_by_rule(configfiles, whole=False)
     rates = measured_rates()
     cuda = config["device"] == "cuda"
@@ -217,15 +229,23 @@ def plan(configfiles: list[str], jobs: int) -> str:
                      "jobs at once")
         lines.append(f"  disk: checkpoints {'kept' if keep else 'temporary'}: peak {peak / 2**30:,.1f} GiB, "
                      f"final {final / 2**30:,.1f} GiB (plus the dense model and small files)")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + intervals_report(config, assumptions)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="calmix-plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configfile", nargs="+", default=["config.yaml"])
     parser.add_argument("--jobs", type=int, default=2, help="jobs at once (--cores locally, the profile's jobs on SLURM)")
+    parser.add_argument("--intervals", action="store_true",
+                        help="print only the intervals' prediction (no dry run, no timing: seconds)")
+    assumed = parser.add_argument_group("assumptions of the intervals' prediction, where no items say")
+    for f in fields(Assumptions):
+        assumed.add_argument(f"--{f.name.replace('_', '-')}", type=float, default=f.default,
+                             help=f"{f.metadata['help']} (default {f.default:g})")
     args = parser.parse_args()
-    print(plan(args.configfile, args.jobs))
+    assumptions = Assumptions(**{f.name: getattr(args, f.name) for f in fields(Assumptions)})
+    print(intervals_report(study_config(args.configfile), assumptions).lstrip("\n") if args.intervals
+          else plan(args.configfile, args.jobs, assumptions))
 
 
 if __name__ == "__main__":

@@ -42,12 +42,21 @@ rule retention:
             else "results/tables/retention_comparisons.csv"
         ),
         comparisons_parquet="results/tables/retention_comparisons.parquet",
+        source_pairs=report(
+            "results/tables/retention_source_pairs.csv",
+            caption="../report/retention_source_pairs.rst",
+            category="Retention",
+            labels={"table": "pairs of single sources (difference intervals)"},
+        ),
+        source_pairs_parquet="results/tables/retention_source_pairs.parquet",
     params:
         code=library_code("retention.py"),
         bootstrap=config["report"]["bootstrap"],
         sources=SOURCES,
+        swept=SWEPT,
         builders=BUILDER_KINDS,
         baseline=BASELINE,
+        controls=config["report"]["controls"],
     conda:
         "../envs/calmix.yaml"
     log:
@@ -88,6 +97,7 @@ rule report:
         summary="results/tables/retention_summary.parquet",
         settings="results/tables/retention_settings.parquet",
         comparisons="results/tables/retention_comparisons.parquet",
+        source_pairs="results/tables/retention_source_pairs.parquet",
         correlations="results/tables/correlations.parquet",
     output:
         md="results/report.md",
@@ -116,6 +126,12 @@ rule report:
             category="Retention",
             labels={"figure": "capability profile"},
         ),
+        methods=report(
+            "results/plots/methods.png",
+            caption="../report/methods.rst",
+            category="Retention",
+            labels={"figure": "methods side by side"},
+        ),
         **(
             {
                 "builders": report(
@@ -131,8 +147,11 @@ rule report:
     params:
         code=library_code("report.py"),
         title=config["report"]["title"],
+        sources=SOURCES,
+        swept=SWEPT,
         builders=BUILDER_KINDS,
         baseline=BASELINE,
+        controls=config["report"]["controls"],
     conda:
         "../envs/calmix.yaml"
     log:

@@ -2,7 +2,7 @@
 
 import logging
 
-from calmix.analysis.comparisons import builder_comparisons
+from calmix.analysis.comparisons import builder_comparisons, separated_pairs, source_pairs
 from calmix.analysis.intervals import Bootstrap, retention_with_intervals
 from calmix.analysis.retention import check_evaluated_weights, load_eval_records
 from calmix.core.io import write_table
@@ -14,10 +14,13 @@ records = load_eval_records([*snakemake.input.dense, *snakemake.input.pruned], i
 check_evaluated_weights(records)  # against results/prune_reports/ (snakemake.input.prune_reports)
 params = snakemake.params
 comparisons = builder_comparisons(params.sources, params.builders, params.baseline)
-per_checkpoint, summary, settings, compared = retention_with_intervals(records, boot, comparisons)
-logging.info("%d eval records, %s: %d rows per checkpoint, %d over seeds", len(records), boot,
-             len(per_checkpoint), len(summary))
-write_table(per_checkpoint, snakemake.output.per_checkpoint.removesuffix(".csv"))
-write_table(summary, snakemake.output.summary.removesuffix(".csv"))
-write_table(settings, snakemake.output.settings.removesuffix(".csv"))
-write_table(compared, snakemake.output.comparisons.removesuffix(".csv"))
+pairs = source_pairs(params.sources, {tuple(s) for s in params.swept})
+tables = retention_with_intervals(records, boot, comparisons, pairs)
+logging.info("%d eval records, %s: %d rows per checkpoint, %d over seeds, %d source pairs", len(records), boot,
+             len(tables.per_checkpoint), len(tables.over_seeds), tables.source_pairs["comparison"].nunique())
+for row in separated_pairs(tables.source_pairs, params.controls).itertuples():
+    logging.info("%s %s %s, %s: %d of %d pairs of real single sources separate", row.model, row.method, row.target,
+                 row.name, row.separated, row.pairs)
+out = snakemake.output
+for frame, path in zip(tables, (out.per_checkpoint, out.summary, out.settings, out.comparisons, out.source_pairs)):
+    write_table(frame, path.removesuffix(".csv"))

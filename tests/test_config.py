@@ -147,6 +147,7 @@ BAD = [
     ({"calibration__builders": {"s": {"kind": "selfcal", "filter_quantile": 0.1}}}, "calibration.builders.s.filter_quantile", "does not read"),
     ({"calibration__builders": {"s": {"kind": "sgs", "prefix_source": "poetry"}}}, "calibration.builders.s.prefix_source", "not a calibration source"),
     ({"report__baseline": "poetry"}, "report.baseline", "not a calibration source. Choose from: web"),
+    ({"report__controls": ["web", "noise"]}, "report.controls[1]", "not a calibration source. Choose from: web"),
     # --- 1. integers given as floats, and other numbers YAML read otherwise
     ({"calibration__nsamples": 8.0}, "calibration.nsamples", "8.0 is a float; write a whole number (8)"),
     ({"calibration__sources": {"x": world(docs=40.0)}}, "calibration.sources.x.docs", "40.0 is a float; write a whole number (40)"),

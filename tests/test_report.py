@@ -20,7 +20,7 @@ import calmix.analysis.correlation as cr
 import calmix.analysis.plots as pl
 import calmix.analysis.retention as rt
 from calmix.analysis import report
-from calmix.analysis.comparisons import builder_comparisons
+from calmix.analysis.comparisons import builder_comparisons, source_pairs
 from calmix.analysis.intervals import Bootstrap, retention_with_intervals
 from calmix.core.io import write_table
 from calmix.core.stats import benjamini_hochberg, spearman
@@ -113,8 +113,8 @@ def retention() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    return retention_with_intervals(make_records(), Bootstrap(resamples=500))
+def tables() -> tuple[pd.DataFrame, ...]:
+    return retention_with_intervals(make_records(), Bootstrap(resamples=500), pairs=source_pairs(CALIBS))
 
 
 @pytest.fixture
@@ -344,12 +344,12 @@ def test_scatter_one_png_per_setting(tmp_path, retention, summary):
     corr = cr.correlation_table(make_metrics(), retention)
     two = pd.concat([corr, corr.assign(target="0.5")], ignore_index=True)
     both = pd.concat([summary, summary.assign(target="0.5")], ignore_index=True)
-    written = pl.plot_scatters(two, make_metrics(), both, tmp_path / "scatter")
+    written = pl.plot_scatters(two, make_metrics(), both, tmp_path / "scatter", CALIBS)
     assert [p.name for p in written] == ["world_sparsegpt_0.6.png", "world_sparsegpt_0.5.png"]
     assert sorted(os.listdir(tmp_path / "scatter")) == sorted(p.name for p in written)
     first = written[0].read_bytes()
     assert first[:8] == PNG_MAGIC
-    pl.plot_scatters(two, make_metrics(), both, tmp_path / "scatter")  # replaces the folder whole
+    pl.plot_scatters(two, make_metrics(), both, tmp_path / "scatter", CALIBS)  # replaces the folder whole
     assert written[0].read_bytes() == first and len(os.listdir(tmp_path / "scatter")) == 2
 
 
@@ -389,11 +389,11 @@ def cells_of(section: str, first: str) -> list[str]:
     return [x.strip() for x in line.split("|")[1:-1]]
 
 
-def test_markdown_contents(tmp_path, retention, summary, settings):
+def test_markdown_contents(tmp_path, retention, summary, settings, tables):
     path = report.write_markdown(summary, settings, retention, hand_corr(), make_metrics(), tmp_path / "report.md",
-                                 title="test report", notes=["built-in world"])
+                                 title="test report", notes=["built-in world"], source_pairs=tables.source_pairs)
     text = path.read_text()
-    assert text.startswith("# test report\n")
+    assert text.startswith("# test report\n\n## The answer\n")  # the answer first
     assert "- built-in world" in text
     for definition in report.DEFINITIONS:
         assert definition in text
@@ -417,13 +417,13 @@ def test_markdown_contents(tmp_path, retention, summary, settings):
         cells = cells_of(section, c)
         assert cells[1] == "2"  # seeds
         assert cells[-1] == f"{totals[c]:.1f} [{100 * row.retention_low:.1f}, {100 * row.retention_high:.1f}]"
-    # best / worst / spread for general
+    # best / worst / their difference for general, in the answer
     gen = {c: 100 * np.mean([hand_retention(c, s)["general"] for s in (0, 1)]) for c in CALIBS}
-    best_section = text.split("### Best and worst set per dimension")[1].split("###")[0]
-    cells = cells_of(best_section, "general")
+    answer = text.split("## The answer")[1].split("\n## ")[0]
+    cells = cells_of(answer, "general")
     assert cells[:2] == ["general", "D"] and cells[2].startswith(f"{gen['D']:.1f} [")
     assert cells[3] == "A" and cells[4].startswith(f"{gen['A']:.1f} [")
-    assert cells[5] == f"{gen['D'] - gen['A']:.1f}"
+    assert cells[5].startswith(f"{gen['D'] - gen['A']:+.1f} [")
     # rho with its seed interval, p and q; no bracket where the interval is undefined
     assert "+0.71 [+0.60, +0.80] (p=0.004, q=0.016)" in text and "-0.53 [-0.64, -0.44] (p=0.030, q=0.040)" in text
     assert "+0.80 (p=0.010, q=0.060)" in text
@@ -436,7 +436,7 @@ def test_markdown_contents(tmp_path, retention, summary, settings):
     assert "| 11 " in text or "| 11  " in text or " 11 |" in text   # A: mean(10, 12)
     # deterministic
     again = report.write_markdown(summary, settings, retention, hand_corr(), make_metrics(), tmp_path / "again.md",
-                                  title="test report", notes=["built-in world"])
+                                  title="test report", notes=["built-in world"], source_pairs=tables.source_pairs)
     assert again.read_text() == text
 
 
@@ -454,16 +454,21 @@ def test_markdown_from_real_correlations(tmp_path, retention, summary, settings)
     assert "n/a" in text   # the constant metric
 
 
-def test_markdown_methods_at_a_glance(tmp_path, retention, summary, settings):
-    text = report.write_markdown(summary, settings, retention, hand_corr(), make_metrics(), tmp_path / "r.md").read_text()
-    section = text.split("## Methods at a glance")[1].split("\n## ")[0]
-    for key, table in pl.set_tables(summary).items():
-        total = table[("mean", "total")]
-        row = next(line for line in section.splitlines() if pl.group_title(key) in line)
-        over_sets = settings[settings.level == "total"].iloc[0]
-        assert over_sets.retention * 100 == pytest.approx(total.mean())
-        assert f" {total.mean():.1f} [{100 * over_sets.retention_low:.1f}, {100 * over_sets.retention_high:.1f}] " in row
-        assert f"{total.idxmax()} {total.max():.1f}" in row and f"{total.idxmin()} {total.min():.1f}" in row
+def test_markdown_methods_side_by_side(tmp_path, retention, summary, settings):
+    text = report.write_markdown(summary, settings, retention, hand_corr(), make_metrics(), tmp_path / "r.md",
+                                 baseline="B").read_text()
+    section = text.split("## Methods side by side")[1].split("\n## ")[0]
+    key = (MODEL, "sparsegpt", "0.6")
+    total = pl.set_tables(summary)[key][("mean", "total")]
+    over_sets = settings[settings.level == "total"].iloc[0]
+    assert over_sets.retention * 100 == pytest.approx(total.mean())
+    cells = cells_of(section, pl.group_title(key))  # the first row: the mean over the sets
+    assert cells[1:3] == ["mean over 4 sets", "2 seeds"]
+    low, high = 100 * over_sets.retention_low, 100 * over_sets.retention_high
+    assert cells[-1] == f"{total.mean():.1f} [{low:.1f}, {high:.1f}]"
+    on_b = next(line for line in section.splitlines() if "| B " in line)
+    b = summary[(summary.calib == "B") & (summary.level == "total")].iloc[0]
+    assert f"{100 * b.retention:.1f} [{100 * b.retention_low:.1f}, {100 * b.retention_high:.1f}]" in on_b
 
 
 def test_built_sets_section_and_plot(tmp_path, retention):
@@ -479,17 +484,18 @@ def test_built_sets_section_and_plot(tmp_path, retention):
     assert row.difference_low <= row.difference <= row.difference_high
     text = report.write_markdown(tables.over_seeds, tables.over_sets, tables.per_checkpoint,
                                  cr.correlation_table(make_metrics(), retention), make_metrics(),
-                                 tmp_path / "r.md", comparisons=compared).read_text()
-    section = text.split("## Built calibration sets against single sources")[1].split("\n## ")[0]
+                                 tmp_path / "r.md", comparisons=compared, sources=["A", "B", "C"]).read_text()
+    section = text.split("#### Built sets")[1].split("\n## ")[0]
     cells = cells_of(section, "D vs A")
-    assert cells[1] == "A"
+    assert cells[1:3] == ["A", "2 seeds"]
     assert cells[-1] == (f"{100 * row.difference:+.1f} [{100 * row.difference_low:+.1f}, "
                          f"{100 * row.difference_high:+.1f}]")
     a, b = pl.plot_comparisons(compared, tmp_path / "a.png"), pl.plot_comparisons(compared, tmp_path / "b.png")
     assert a.read_bytes()[:8] == PNG_MAGIC and a.read_bytes() == b.read_bytes()
     without = report.write_markdown(tables.over_seeds, tables.over_sets, tables.per_checkpoint,
-                                    cr.correlation_table(make_metrics(), retention), make_metrics(), tmp_path / "n.md")
-    assert "Built calibration sets" not in without.read_text()
+                                    cr.correlation_table(make_metrics(), retention), make_metrics(), tmp_path / "n.md",
+                                    sources=["A", "B", "C"]).read_text()
+    assert "No built set was pruned with this setting." in without and "D vs A" not in without
 
 
 def test_paper_figures_sit_beside_the_comparisons_they_belong_to(tmp_path):
@@ -529,8 +535,9 @@ def report_stage(tmp_path, settings: tuple[tuple[str, str], ...]) -> tuple[list,
     tables_dir = tmp_path / "tables"
     records = make_records(settings=settings)
     pairs = builder_comparisons(["A", "B", "C"], {"D": "mix"}, baseline="A")
-    names = ["retention", "summary", "settings", "comparisons"]
-    for name, frame in zip(names, retention_with_intervals(records, Bootstrap(resamples=100), pairs)):
+    names = ["retention", "summary", "settings", "comparisons", "source_pairs"]
+    for name, frame in zip(names, retention_with_intervals(records, Bootstrap(resamples=100), pairs,
+                                                           source_pairs(["A", "B", "C"]))):
         write_table(frame, tables_dir / name)
     write_table(make_metrics(), tables_dir / "metrics")
     t = {name: pd.read_parquet(tables_dir / f"{name}.parquet") for name in [*names, "metrics"]}
@@ -541,10 +548,10 @@ def report_stage(tmp_path, settings: tuple[tuple[str, str], ...]) -> tuple[list,
     assert pl.plot_profile(t["summary"], tmp_path / "profile.png").read_bytes()[:8] == PNG_MAGIC
     paper = report.paper_figures(t["comparisons"], {"D": "mix"}, "A")
     assert pl.plot_comparisons(t["comparisons"], tmp_path / "builders.png", paper).read_bytes()[:8] == PNG_MAGIC
-    written = pl.plot_scatters(corr, t["metrics"], t["summary"], tmp_path / "scatter")
+    written = pl.plot_scatters(corr, t["metrics"], t["summary"], tmp_path / "scatter", ["A", "B", "C"])
     text = report.write_markdown(t["summary"], t["settings"], t["retention"], corr, t["metrics"],
-                                 tmp_path / "report.md", comparisons=t["comparisons"], builders={"D": "mix"},
-                                 baseline="A").read_text()
+                                 tmp_path / "report.md", comparisons=t["comparisons"], source_pairs=t["source_pairs"],
+                                 sources=["A", "B", "C"], builders={"D": "mix"}, baseline="A").read_text()
     return written, text
 
 
@@ -557,10 +564,10 @@ def test_plots_and_report_for_unstructured_and_n_m_targets(tmp_path):
     assert len({p.read_bytes() for p in written}) == 3  # one figure per target, each titled with it
     titles = ["world · sparsegpt · 60% unstructured", "world · sparsegpt · 2:4 semi-structured",
               "world · sparsegpt · 4:8 semi-structured"]
-    glance = text.split("## Methods at a glance")[1].split("\n## ")[0]
+    glance = text.split("## Methods side by side")[1].split("\n## ")[0]
     for title in titles:
-        assert f"\n## {title}\n" in text  # retention and correlations per target
-        assert f"\n### {title}\n" in text  # built sets per target
+        assert f"\n### {title}\n" in text  # the answer per target
+        assert f"\n## {title}\n" in text  # retention of every set per target
         assert title in glance
     assert "sparsity" not in pd.read_parquet(tmp_path / "tables" / "summary.parquet").columns
 
@@ -570,3 +577,60 @@ def test_a_method_with_a_sparsity_profile_is_a_setting_of_its_own(tmp_path):
     assert [p.name for p in written] == ["world_wanda_2of4.png", "world_wanda-owl_2of4.png"]
     assert "\n## world · wanda · 2:4 semi-structured\n" in text
     assert "\n## world · wanda-owl · 2:4 semi-structured\n" in text
+
+
+# --- what the figures draw, and a study without correlations ------------------------------------
+
+def test_scatter_draws_the_single_sources_only(retention, summary):
+    """D is in the summary and the metric table (a built set, say), but rho is over A, B and C: each
+    panel has their three points, at their metric means over seeds and retention means."""
+    sources = ["A", "B", "C"]
+    corr = cr.correlation_table(make_metrics(), retention, calibs=sources)
+    key = (MODEL, "sparsegpt", "0.6")
+    fig = pl.scatter_figure(key, corr, make_metrics(), summary, sources)
+    metric, ret = hand_means(sources)
+    names, dims = list(pd.unique(corr.metric)), list(pd.unique(corr.dimension))
+    axes = fig.axes
+    assert len(axes) == len(names) * len(dims)
+    for i, name in enumerate(names):
+        for j, dim in enumerate(dims):
+            (container,) = axes[i * len(dims) + j].containers  # one errorbar per panel
+            x, y = (np.asarray(v, float) for v in container.lines[0].get_data())
+            assert len(x) == len(sources)
+            if name in ("perplexity", "ngram4_aggregation"):
+                want = np.array(sorted((metric[c][name], 100 * ret[c][dim]) for c in sources))
+                assert np.array(sorted(zip(x, y))) == pytest.approx(want)
+    assert fig._suptitle.get_text().endswith(": 3 single sources, intervals over 2 seeds")
+
+
+def test_a_magnitude_only_study_gets_a_complete_report(tmp_path):
+    """One data-free setting, calibrated on none: no main block, no pairs, no correlations; every
+    figure is still drawn and the report says why there is nothing to rank."""
+    records = [r for r in make_records(settings=(("magnitude", "0.6"),)) if r["calib"] in (None, "A")]
+    records = [{**r, "calib": "none"} if r["method"] == "magnitude" else r for r in records]
+    records = [r for r in records if r["seed"] in (None, 0)]
+    sources, swept = ["A", "B", "C"], {("magnitude", "0.6")}
+    tables = retention_with_intervals(records, Bootstrap(resamples=50), builder_comparisons(sources, {}, "A"),
+                                      source_pairs(sources, swept))
+    assert tables.comparisons.empty and tables.source_pairs.empty
+    corr = cr.correlation_table(make_metrics(), tables.per_checkpoint, calibs=sources, settings=swept)
+    assert corr.empty
+    why = report.no_correlations(tables.over_seeds, sources, swept)
+    assert why.startswith("No correlations: no setting was pruned with the study's single sources")
+    assert pl.plot_rho_heatmap(corr, tmp_path / "h.png", why_none=why).read_bytes()[:8] == PNG_MAGIC
+    assert pl.plot_scatters(corr, make_metrics(), tables.over_seeds, tmp_path / "scatter", sources) == []
+    assert os.listdir(tmp_path / "scatter") == []
+    for draw in (pl.plot_retention, pl.plot_profile):
+        assert draw(tables.over_seeds, tmp_path / f"{draw.__name__}.png").read_bytes()[:8] == PNG_MAGIC
+    rows = pl.methods_rows(tables.over_seeds, tables.over_sets, [], "A")
+    assert list(pd.unique(rows.calib)) == ["none"]
+    assert pl.plot_methods(rows, tmp_path / "methods.png").read_bytes()[:8] == PNG_MAGIC
+    text = report.write_markdown(tables.over_seeds, tables.over_sets, tables.per_checkpoint, corr, make_metrics(),
+                                 tmp_path / "r.md", comparisons=tables.comparisons, source_pairs=tables.source_pairs,
+                                 sources=sources, swept=swept, builders={}, baseline="A").read_text()
+    answer = text.split("## The answer\n")[1].split("\n## ")[0]
+    assert "This study has no main block" in answer and "no correlation" in answer
+    for heading in ("## Methods side by side", "## Definitions", "## Dense scores",
+                    "## OIT metrics of the calibration sets"):
+        assert f"\n{heading}\n" in text
+    assert "world · magnitude · 60% unstructured | none" in text

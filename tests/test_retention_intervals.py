@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calmix.analysis.comparisons import builder_comparisons
+from calmix.analysis.comparisons import builder_comparisons, separated_pairs, source_pairs
 from calmix.analysis.intervals import SUMMARY_COLUMNS, Bootstrap, retention_with_intervals
 from calmix.analysis.retention import RETENTION_COLUMNS, items_path, load_eval_records, retention_table
 from calmix.evaluation.items import write_items
@@ -597,7 +597,7 @@ def test_over_sets_is_the_mean_of_the_sets_with_an_exact_interval():
     # seed draw varies, so the mean over sets is (web's seed mean + 0.4) / 2, exactly enumerable.
     recs = seed_records()
     recs += [r for r in seed_records({0: 0.4}, calib="code") if r["method"] != "dense"]
-    _, summary, sets, _ = retention_with_intervals(recs, Bootstrap(resamples=4000, seed=0))
+    _, summary, sets, *_ = retention_with_intervals(recs, Bootstrap(resamples=4000, seed=0))
     row = sets[sets.level == "total"].iloc[0]
     assert row.sets == 2 and row.retention == pytest.approx((0.7 + 0.4) / 2)
     assert (row.retention_low, row.retention_high) == pytest.approx(((0.6 + 0.4) / 2, (0.8 + 0.4) / 2))
@@ -619,6 +619,38 @@ def test_comparisons_of_built_sets_are_paired_differences_with_exact_intervals()
     assert (total.at["web", "difference_low"], total.at["web", "difference_high"]) == pytest.approx((0.1, 0.3))
     assert total.at["code", "difference"] == pytest.approx(0.5)
     assert (total.at["code", "difference_low"], total.at["code", "difference_high"]) == pytest.approx((0.5, 0.5))
+
+
+def test_pairs_of_single_sources_are_paired_differences_with_exact_intervals():
+    # web: seeds 0.6/0.7/0.8; code: one seed at 0.4; math: one seed at 0.9; the mix "m" is no single
+    # source. No item noise, so each difference is a seed mean minus a constant: exactly enumerable
+    # (1/27 > 2.5% at each end of web's seed mean, as above).
+    recs = seed_records()
+    for calib, value in (("code", 0.4), ("math", 0.9), ("m", 0.5)):
+        recs += [r for r in seed_records({0: value}, calib=calib) if r["method"] != "dense"]
+    pairs = source_pairs(["web", "code", "math"])
+    tables = retention_with_intervals(recs, Bootstrap(resamples=4000, seed=0), pairs=pairs)
+    total = tables.source_pairs[tables.source_pairs.level == "total"].set_index("comparison")
+    assert list(total.index) == ["web vs code", "web vs math", "code vs math"]  # the sources' order, no built set
+    want = {"web vs code": (0.3, 0.2, 0.4), "web vs math": (-0.2, -0.3, -0.1), "code vs math": (-0.5, -0.5, -0.5)}
+    for label, (diff, low, high) in want.items():
+        row = total.loc[label]
+        assert (row.difference, row.difference_low, row.difference_high) == pytest.approx((diff, low, high))
+    assert list(total.seeds) == [3, 3, 1] and list(total.versus_seeds) == [1, 1, 1]
+    apart = separated_pairs(tables.source_pairs).set_index("name")
+    assert apart.loc["total", ["pairs", "separated"]].tolist() == [3, 3]
+    assert tables.comparisons.empty  # no builder comparisons asked for
+
+
+def test_pairs_of_sources_are_those_of_the_main_block_only():
+    """A pruning.compare grid's setting (not in swept) and a data-free one get no pairs."""
+    base = two_dimension_records(seeds=(0,), calibs=("web", "code"))
+    pruned = [r for r in base if r["method"] != "dense"]
+    recs = base + [{**r, "method": "wanda"} for r in pruned]
+    recs += [{**r, "method": "magnitude", "calib": "none"} for r in pruned if r["calib"] == "web"]
+    pairs = source_pairs(["web", "code"], {(METHOD, TARGET), ("magnitude", TARGET)})
+    table = retention_with_intervals(recs, Bootstrap(resamples=50, seed=0), pairs=pairs).source_pairs
+    assert set(zip(table.method, table.comparison)) == {(METHOD, "web vs code")}
 
 
 def test_comparison_of_sets_scored_alike_item_by_item_has_no_item_noise():
@@ -644,20 +676,21 @@ def test_comparison_of_sets_scored_alike_item_by_item_has_no_item_noise():
 def test_targets_are_kept_as_labels_and_each_setting_is_summarised_apart():
     """Unstructured ("0.6") and N:M ("2:4", "4:8") targets and a method with a sparsity profile
     ("wanda-owl") are table keys as the eval records hold them, one setting each, never parsed."""
-    base = two_dimension_records(seeds=(0, 1), calibs=("web", "code"))
+    base = two_dimension_records(seeds=(0, 1), calibs=("web", "code", "mix"))
     pruned = [r for r in base if r["method"] != "dense"]
     recs = base + [{**r, "sparsity": t} for t in ("2:4", "4:8") for r in pruned]
     recs += [{**r, "method": "wanda-owl", "sparsity": "2:4"} for r in pruned]
-    pairs = builder_comparisons(["web"], {"code": "mix"}, baseline="web")
-    tables = retention_with_intervals(recs, Bootstrap(resamples=200, seed=0), pairs)
+    compared = builder_comparisons(["web", "code"], {"mix": "mix"}, baseline=None)
+    tables = retention_with_intervals(recs, Bootstrap(resamples=200, seed=0), compared, source_pairs(["web", "code"]))
     settings = {(METHOD, "0.6"), (METHOD, "2:4"), (METHOD, "4:8"), ("wanda-owl", "2:4")}
     for frame in tables:
         assert "sparsity" not in frame.columns
         assert set(zip(frame["method"], frame["target"])) == settings
         assert all(isinstance(t, str) for t in frame["target"])
     over_sets = tables.over_sets[tables.over_sets.level == "total"]
-    assert len(over_sets) == len(settings) and (over_sets.sets == 2).all()
-    assert len(tables.comparisons[tables.comparisons.level == "total"]) == len(settings)
+    assert len(over_sets) == len(settings) and (over_sets.sets == 3).all()
+    for differences in (tables.comparisons, tables.source_pairs):  # mix vs the best; web vs code
+        assert len(differences[differences.level == "total"]) == len(settings)
     # the same scores under every target: the same point estimates, setting by setting
     for frame in tables:
         cols = [c for c in ("calib", "level", "name", "retention", "difference") if c in frame]

@@ -1,16 +1,19 @@
 """Across calibration sets: the mean over sets of a pruning setting, and differences between sets.
 
-Why: the study's questions are comparative (does a mix beat the best single source? IGSP beat
-Self-Cal?), and a difference is only as trustworthy as its interval. Both tables here are built
-resample by resample from the two-stage draws of calmix.analysis.intervals, so shared evaluation
-items cancel in a difference while each set's seed noise stays. Definitions:
+Why: the study's questions are comparative (which source keeps a capability best, and is it told
+apart from the others? does a mix beat the best single source? IGSP beat Self-Cal?), and a
+difference is only as trustworthy as its interval. The tables here are built resample by resample
+from the two-stage draws of calmix.analysis.intervals, so shared evaluation items cancel in a
+difference while each set's seed noise stays. Definitions: docs/definitions.md#main-block,
 docs/definitions.md#interval-over-calibration-sets, docs/definitions.md#difference-interval,
-docs/definitions.md#best-single-source and docs/definitions.md#comparisons.
+docs/definitions.md#pairs-of-single-sources, docs/definitions.md#best-single-source and
+docs/definitions.md#comparisons.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,7 +31,7 @@ SETTING_COLUMNS = [
     "chance_adjusted", "chance_adjusted_low", "chance_adjusted_high",
 ]
 COMPARISON_COLUMNS = [
-    *GROUP, "comparison", "calib", "versus", "level", "name", "dimension",
+    *GROUP, "comparison", "calib", "versus", "level", "name", "dimension", "seeds", "versus_seeds",
     "difference", "difference_low", "difference_high",
     "chance_adjusted_difference", "chance_adjusted_difference_low", "chance_adjusted_difference_high",
 ]
@@ -38,6 +41,59 @@ BEST_SINGLE = "best single source"
 
 #: Given one setting's over-seeds rows, the (calib, versus, label) pairs to compare.
 Comparisons = Callable[[pd.DataFrame], list[tuple[str, str, str]]]
+
+SEPARATION_COLUMNS = [*GROUP, "name", "pairs", "separated", "share"]
+
+
+def in_main_block(group: pd.DataFrame, sources: Sequence[str],
+                  swept: Collection[tuple[str, str]] | None = None) -> bool:
+    """Whether one setting's rows belong to the main block (docs/definitions.md#main-block): a
+    setting of ``pruning:`` itself (``swept``: (method, target as tables show it); None: any)
+    pruned with the study's single sources, not a pruning.compare grid's or a data-free one."""
+    if swept is not None and (str(group["method"].iat[0]), str(group["target"].iat[0])) not in swept:
+        return False
+    return bool(group["calib"].isin(sources).any())
+
+
+def main_settings(summary: pd.DataFrame, sources: Sequence[str],
+                  swept: Collection[tuple[str, str]] | None = None) -> list[tuple]:
+    """The (model, method, target) keys of the main block, in the table's order."""
+    return [key for key, g in summary.groupby(GROUP, sort=False, dropna=False)
+            if in_main_block(g, sources, swept)]
+
+
+def source_pairs(sources: Sequence[str], swept: Collection[tuple[str, str]] | None = None) -> Comparisons:
+    """Every pair of single sources of a main-block setting (docs/definitions.md#pairs-of-single-sources),
+    the first of the two in ``sources``' order minus the second, labelled "<a> vs <b>"."""
+
+    def pairs(group: pd.DataFrame) -> list[tuple[str, str, str]]:
+        if not in_main_block(group, sources, swept):
+            return []
+        present = set(group["calib"])
+        return [(a, b, f"{a} vs {b}") for a, b in itertools.combinations([s for s in sources if s in present], 2)]
+
+    return pairs
+
+
+def separates(low: float, high: float) -> bool:
+    """A difference interval that excludes 0 (and is defined) separates the two sets."""
+    return bool(np.isfinite(low) and np.isfinite(high) and (low > 0 or high < 0))
+
+
+def separated_pairs(pairs: pd.DataFrame, controls: Sequence[str] = ()) -> pd.DataFrame:
+    """Per setting and dimension (and total): of the pairs of single sources with a defined difference
+    interval (``pairs``), neither of them a control (config report.controls), how many separate, and
+    their share (SEPARATION_COLUMNS)."""
+    shown = pairs[pairs["level"].isin(["dimension", TOTAL]) & ~pairs["calib"].isin(controls)
+                  & ~pairs["versus"].isin(controls)]
+    rows = []
+    for key, g in shown.groupby([*GROUP, "name"], sort=False, dropna=False):
+        apart = [separates(lo, hi) for lo, hi in zip(g["difference_low"], g["difference_high"])]
+        defined = int((np.isfinite(g["difference_low"]) & np.isfinite(g["difference_high"])).sum())
+        rows.append(dict(zip([*GROUP, "name"], key), pairs=defined, separated=sum(apart),
+                         share=sum(apart) / defined if defined else np.nan))
+    return pd.DataFrame(rows, columns=SEPARATION_COLUMNS)
+
 
 def builder_comparisons(sources: Sequence[str], builders: dict[str, str], baseline: str | None) -> Comparisons:
     """The comparisons of built calibration sets the report makes in every setting
@@ -67,7 +123,7 @@ def builder_comparisons(sources: Sequence[str], builders: dict[str, str], baseli
 def compare(summary: pd.DataFrame, mixed: SeedDraws, comparisons: Comparisons, confidence: float) -> pd.DataFrame:
     """The comparisons table (COMPARISON_COLUMNS): per setting, each pair ``comparisons`` names, calib
     minus versus at every level both have, plain and chance-adjusted, with the percentile interval of
-    the difference of their two-stage draws."""
+    the difference of their two-stage draws and the seeds each side rests on."""
     rows = []
     for key, group in summary.groupby(GROUP, sort=False, dropna=False):
         for calib, versus, label in comparisons(group):
@@ -77,14 +133,16 @@ def compare(summary: pd.DataFrame, mixed: SeedDraws, comparisons: Comparisons, c
                 if (level, name) not in b.index:
                     continue
                 out = dict(zip(GROUP, key), comparison=label, calib=calib, versus=versus, level=level, name=name,
-                           dimension=row["dimension"])
+                           dimension=row["dimension"], seeds=row["seeds"], versus_seeds=b.at[(level, name), "seeds"])
                 for value, column in (("retention", "difference"), ("chance_adjusted", "chance_adjusted_difference")):
                     diff = mixed[value][(*key, calib, level, name)] - mixed[value][(*key, versus, level, name)]
                     low, high = percentile_interval(diff[None, :], confidence)
                     out.update({column: row[value] - b.at[(level, name), value],
                                 f"{column}_low": low[0], f"{column}_high": high[0]})
                 rows.append(out)
-    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    table[["seeds", "versus_seeds"]] = table[["seeds", "versus_seeds"]].astype(int)
+    return table
 
 
 def summarise_sets(summary: pd.DataFrame, mixed: SeedDraws, confidence: float) -> pd.DataFrame:

@@ -197,10 +197,12 @@ class RetentionTables(NamedTuple):
     over_seeds: pd.DataFrame
     over_sets: pd.DataFrame
     comparisons: pd.DataFrame
+    source_pairs: pd.DataFrame
 
 
 def retention_with_intervals(records: list[dict], boot: Bootstrap = Bootstrap(),
-                             comparisons: Comparisons | None = None) -> RetentionTables:
+                             comparisons: Comparisons | None = None,
+                             pairs: Comparisons | None = None) -> RetentionTables:
     """Retention per checkpoint, over seeds, over calibration sets and as differences between sets,
     all with percentile bootstrap intervals.
 
@@ -208,9 +210,10 @@ def retention_with_intervals(records: list[dict], boot: Bootstrap = Bootstrap(),
     ``retention_low/high`` and ``chance_adjusted_low/high`` from the item bootstrap. The over-seeds
     table (SUMMARY_COLUMNS) has one row per (model, method, target, calib, level, name): the mean
     over seeds, its standard deviation over seeds (NaN with one seed), the number of seeds and the
-    two-stage interval. The over-sets and comparisons tables come from
+    two-stage interval. The over-sets, comparisons and source-pairs tables come from
     :func:`calmix.analysis.comparisons.summarise_sets` and :func:`calmix.analysis.comparisons.compare`
-    (the pairs ``comparisons`` names per setting, e.g. :func:`calmix.analysis.comparisons.builder_comparisons`).
+    (the pairs ``comparisons`` names per setting, e.g. :func:`calmix.analysis.comparisons.builder_comparisons`,
+    and those ``pairs`` names, e.g. :func:`calmix.analysis.comparisons.source_pairs`).
     Records need their items (``load_eval_records(..., items=True)``).
     """
     table = retention_table(records)
@@ -220,6 +223,6 @@ def retention_with_intervals(records: list[dict], boot: Bootstrap = Bootstrap(),
         stacked = np.stack([draws.draws[value][k] for k in keys]) if keys else np.empty((0, boot.resamples))
         table[f"{value}_low"], table[f"{value}_high"] = percentile_interval(stacked, boot.confidence)
     summary, mixed = _summarise_seeds(table, draws, boot)
-    compared = (compare(summary, mixed, comparisons, boot.confidence) if comparisons
-                else pd.DataFrame(columns=COMPARISON_COLUMNS))
-    return RetentionTables(table, summary, summarise_sets(summary, mixed, boot.confidence), compared)
+    compared, paired = (compare(summary, mixed, chosen, boot.confidence) if chosen
+                        else pd.DataFrame(columns=COMPARISON_COLUMNS) for chosen in (comparisons, pairs))
+    return RetentionTables(table, summary, summarise_sets(summary, mixed, boot.confidence), compared, paired)

@@ -1,37 +1,53 @@
-"""The study's short summary, results/report.md, written from the tables alone.
+"""The study's short summary, results/report.md, written from the tables alone, its answer first.
 
 Why a formatter: every figure in the summary must be found in results/tables/ under the same name,
-so this module only reads off the tables (formatting, ranking sets best to worst, the spread between
-them, metric means over seeds). The numbers come from calmix.analysis.intervals
-(retention with bootstrap intervals), calmix.analysis.comparisons (mean over sets, built sets
-against single sources) and calmix.analysis.correlation (Spearman rho with p, q and seed
-intervals). DEFINITIONS is the short form of docs/definitions.md that goes into the report; keep the
-two in step. No timestamps: equal tables give equal bytes.
+so this module only reads off the tables (formatting, ranking single sources best to worst, reading
+which pairs' difference intervals exclude 0, metric means over seeds). The numbers come from
+calmix.analysis.intervals (retention with bootstrap intervals), calmix.analysis.comparisons (mean
+over sets, differences between pairs of single sources and of built sets against single sources)
+and calmix.analysis.correlation (Spearman rho with p, q and seed intervals). Every interval is shown
+with the seeds it rests on, and a mean that includes perplexity retention is marked. DEFINITIONS is
+the short form of docs/definitions.md that goes into the report; keep the two in step. No
+timestamps: equal tables give equal bytes.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from calmix.analysis.comparisons import BEST_SINGLE
+from calmix.analysis.comparisons import (BEST_SINGLE, COMPARISON_COLUMNS, main_settings, separated_pairs,
+                                         separates)
 from calmix.analysis.correlation import ALPHA, metric_columns, opposite_sign_pairs
-from calmix.analysis.plots import group_title, set_tables
+from calmix.analysis.plots import (PERPLEXITY_MARK, group_title, in_settings, marked, methods_rows, only_settings,
+                                   pair_seeds, perplexity_dimensions, seeds_text, set_tables)
 from calmix.analysis.retention import GROUP, TOTAL
 from calmix.core.io import write_text
+from calmix.pruning.plan import DATA_FREE_CALIB
+
+#: Under this many seeds per set the report adds a caveat under its intervals.
+FEW_SEEDS = 5
+#: The fewest sources with a defined Spearman rho (calmix.core.stats.spearman is NaN below).
+MIN_SOURCES = 3
 
 DEFINITIONS = [
     "A pruning setting is (model, method, target). The target is an unstructured sparsity (0.6: that share "
     "of each pruned layer's weights set to zero) or an N:M pattern (2:4: N of every M consecutive weights "
     "zero); a method label such as wanda-owl names its layerwise sparsity profile (OWL), a plain label "
     "(wanda) is uniform.",
+    "The main block: the settings under pruning: itself, each pruned with every single source and built set "
+    "of the study; the methods' grid (pruning.compare) and data-free settings (magnitude, on calib none) are "
+    "outside it, side by side in one table.",
     "Task retention = pruned score / dense score, the dense score taken from the same model and task "
     "(dense / pruned where lower is better, as for perplexity).",
-    "Dimension retention = mean of its tasks' retentions. Total retention = mean of the dimension retentions.",
+    "Dimension retention = mean of its tasks' retentions. Total retention = mean of the dimension retentions. "
+    f"{PERPLEXITY_MARK} marks a dimension (and the total) whose mean includes perplexity retention (dense / "
+    "pruned perplexity), not an accuracy ratio.",
     "Chance-adjusted retention = (pruned - chance) / (dense - chance) at task level, then the same means "
     "(chance = 1/number of choices for multiple choice, 0 for generation; a task without a chance level, "
     "such as perplexity, enters with its plain retention).",
@@ -40,8 +56,15 @@ DEFINITIONS = [
     "Retention figures are the mean over calibration seeds, in percent, with a 95% percentile bootstrap "
     "interval in brackets: each resample draws the seeds of the calibration set with replacement and the "
     "items of every task with replacement, the same items for the dense and every pruned model "
-    "(paired). results/tables/retention.csv has each seed's own item interval.",
-    "Spearman rho (calmix.core.stats.spearman) is computed across calibration sources of one (model, method, "
+    "(paired). results/tables/retention.csv has each seed's own item interval. Every interval is shown "
+    f"with the number of seeds it rests on, and a caveat where that is under {FEW_SEEDS}.",
+    "A difference between two calibration sets of one setting (set minus the other, in points) is the "
+    "difference of their means over seeds; its 95% interval is the percentile interval of the difference "
+    "of their bootstrap resamples, resample by resample: paired by items (the same item draw), independent "
+    "by seeds (each set's own seed draw). The two separate where that interval excludes 0; a single source "
+    "is indistinguishable from the best where its difference with the best includes 0. The best and worst "
+    "single source of a dimension are those with the highest and lowest mean over seeds.",
+    "Spearman rho (calmix.core.stats.spearman) is computed across the single sources of one (model, method, "
     "target), after averaging each metric and each retention per source over seeds. p is exact (all n! "
     "re-pairings) for n <= 9, else scipy's t approximation (column p_method). q is the Benjamini-Hochberg "
     "adjusted p over the whole metric x dimension grid of that (model, method, target). The bracket is "
@@ -56,10 +79,6 @@ DEFINITIONS = [
 def _to_markdown(df: pd.DataFrame) -> str:
     """Cells must already be strings: numbers are formatted by the caller, never re-parsed."""
     return df.astype(str).to_markdown(index=False, disable_numparse=True)
-
-
-def _pct(v: float) -> str:
-    return "n/a" if not np.isfinite(v) else f"{v:.1f}"
 
 
 def _pct_interval(mean: float, low: float, high: float) -> str:
@@ -100,61 +119,128 @@ def _opposite_sign_line(corr: pd.DataFrame) -> str:
     return f"Opposite-sign pairs (q < {ALPHA:g}): " + "; ".join(parts) + "."
 
 
-def _interval_table(table: pd.DataFrame, seeds: pd.Series) -> pd.DataFrame:
-    cols = list(table["mean"].columns)
-    shown = pd.DataFrame({"calib": table.index, "seeds": seeds.reindex(table.index).map(str).to_numpy()})
-    for col in cols:
-        shown[col] = [_pct_interval(*v) for v in zip(table[("mean", col)], table[("low", col)],
-                                                      table[("high", col)])]
-    return shown
+PERPLEXITY_NOTE = (f"{PERPLEXITY_MARK} includes perplexity retention (dense / pruned perplexity), which is not an "
+                   "accuracy ratio: a mean over tasks (for the total, over dimensions) that has both is a mean of "
+                   "accuracy ratios and perplexity retention.")
 
 
-def _glance(settings: pd.DataFrame, tables: dict[tuple, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (model, method, target): retention per dimension and total as the mean over sets
-    with its interval, and the best and worst set by total retention."""
-    rows = []
-    levels = settings[settings["level"].isin(["dimension", TOTAL])]
-    for key, g in levels.groupby(GROUP, sort=False, dropna=False):
-        row = {"setting": group_title(key), "sets": str(int(g["sets"].iat[0]))}
-        row.update({r.name: _pct_interval(100 * r.retention, 100 * r.retention_low, 100 * r.retention_high)
-                    for r in g.itertuples()})
-        ranked = tables[key][("mean", TOTAL)].dropna() if key in tables else pd.Series(dtype=float)
-        row["best"] = f"{ranked.idxmax()} {_pct(ranked.max())}" if len(ranked) else "n/a"
-        row["worst"] = f"{ranked.idxmin()} {_pct(ranked.min())}" if len(ranked) else "n/a"
-        rows.append(row)
-    return pd.DataFrame(rows)
+def seed_caveat(counts: Iterable[int]) -> list[str]:
+    """The caveat paragraph where intervals rest on fewer than FEW_SEEDS seeds per set; none otherwise."""
+    counts = [int(c) for c in counts]
+    if not counts or min(counts) >= FEW_SEEDS:
+        return []
+    one = " (with one seed, not at all: the evaluation items' noise only)" if min(counts) == 1 else ""
+    return [f"Caveat: these intervals rest on {seeds_text(counts)} per set, fewer than {FEW_SEEDS}: they gauge the "
+            f"calibration draw's noise only roughly{one}; read a separation as tentative.", ""]
 
 
-def _same_data(tables: dict[tuple, pd.DataFrame], calib: str) -> pd.DataFrame:
-    """One row per (model, method, target) calibrated on ``calib`` (a data-free method on 'none'):
-    the methods side by side on the same data, which the means over sets are not when settings were
-    pruned with different sets (pruning.compare)."""
-    rows = []
-    for key, table in tables.items():
-        on = calib if calib in table.index else "none" if "none" in table.index else None
-        if on is None:
+def _perplexity_note(names: Iterable[str], perplexity: Collection[str]) -> list[str]:
+    """The footnote of PERPLEXITY_MARK, where one of the shown names carries it."""
+    return [PERPLEXITY_NOTE, ""] if any(marked(n, perplexity) != n for n in names) else []
+
+
+def _points(diff: float, low: float, high: float) -> str:
+    """A difference (fractions) in points with its interval: '+3.1 [-0.4, +6.2]'."""
+    if not np.isfinite(diff):
+        return "n/a"
+    diff, low, high = (100 * v + 0.0 for v in (diff, low, high))  # + 0.0: no '-0.0' for a negated zero
+    return f"{diff:+.1f}" + (f" [{low:+.1f}, {high:+.1f}]" if np.isfinite(low) else "")
+
+
+def _difference(pairs: dict[tuple[str, str], tuple[float, float, float]], a: str, b: str
+                ) -> tuple[float, float, float]:
+    """a minus b with its interval; the pairs table holds each pair once, in the sources' order."""
+    if (a, b) in pairs:
+        return pairs[a, b]
+    if (b, a) in pairs:
+        diff, low, high = pairs[b, a]
+        return -diff, -high, -low
+    return math.nan, math.nan, math.nan
+
+
+def _seeds_of(best: int, worst: int) -> str:
+    """The seeds of the best and the worst set: '2', or '3 / 2' where they differ."""
+    return str(best) if best == worst else f"{best} / {worst}"
+
+
+def single_source_table(rows: pd.DataFrame, pairs: pd.DataFrame, perplexity: Collection[str] = (),
+                        controls: Sequence[str] = ()) -> pd.DataFrame:
+    """The answer's table for one main-block setting: per dimension (and total), the best and worst
+    single source by mean retention over seeds, with intervals; best minus worst with its paired
+    interval and whether it excludes 0 (separate); the single sources whose difference with the best
+    includes 0 (indistinguishable from it), best first; how many pairs of single sources, neither a
+    control, separate, of those with an interval; the seeds of best and worst. ``rows``: the setting's over-seeds rows
+    of its single sources; ``pairs``: its rows of the source-pairs table."""
+    shown = rows[rows["level"].isin(["dimension", TOTAL])]
+    pair_rows = pairs[pairs["level"].isin(["dimension", TOTAL])]
+    apart = separated_pairs(pair_rows, controls).set_index("name")
+    out = []
+    for name in [*pd.unique(shown.loc[shown["level"] == "dimension", "name"]), TOTAL]:
+        g = shown[(shown["name"] == name) & np.isfinite(shown["retention"])].sort_values(
+            ["retention", "calib"], ascending=[False, True], kind="stable")
+        label = marked(name, perplexity)
+        if g.empty:
+            out.append([label, *["n/a"] * 9])
             continue
-        row = {"setting": group_title(key), "calib": on}
-        row.update({col: _pct_interval(table.at[on, ("mean", col)], table.at[on, ("low", col)], table.at[on, ("high", col)])
-                    for col in table["mean"].columns})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _best_worst(table: pd.DataFrame) -> pd.DataFrame:
-    """Best and worst set per dimension (and total), with intervals, and the spread in points."""
-    rows = []
-    for col in table["mean"].columns:
-        s = table[("mean", col)].dropna()
-        if s.empty:
-            rows.append([col, "n/a", "n/a", "n/a", "n/a", "n/a"])
+        lookup = {(r.calib, r.versus): (r.difference, r.difference_low, r.difference_high)
+                  for r in pair_rows[pair_rows["name"] == name].itertuples()}
+        best, worst = g.iloc[0], g.iloc[-1]
+        cell = {r.calib: _pct_interval(100 * r.retention, 100 * r.retention_low, 100 * r.retention_high)
+                for r in (best, worst)}
+        if len(g) == 1:
+            out.append([label, best.calib, cell[best.calib], "n/a", "n/a", "n/a", "n/a (one source)", "n/a", "n/a",
+                        str(best.seeds)])
             continue
-        best, worst = s.idxmax(), s.idxmin()
-        cell = {c: _pct_interval(table.at[c, ("mean", col)], table.at[c, ("low", col)],
-                                 table.at[c, ("high", col)]) for c in (best, worst)}
-        rows.append([col, best, cell[best], worst, cell[worst], _pct(s[best] - s[worst])])
-    return pd.DataFrame(rows, columns=["dimension", "best", "best (%)", "worst", "worst (%)",
-                                       "spread (points)"])
+        diff, low, high = _difference(lookup, best.calib, worst.calib)
+        separate = "n/a" if not np.isfinite(low) else "yes" if separates(low, high) else "no"
+        alike = []
+        for other in g["calib"].iloc[1:]:
+            _, lo, hi = _difference(lookup, best.calib, other)
+            if np.isfinite(lo) and lo <= 0 <= hi:
+                alike.append(other)
+        count = apart.loc[name] if name in apart.index else None
+        share = ("n/a" if count is None or not count["pairs"] else
+                 f"{int(count['separated'])}/{int(count['pairs'])} ({100 * count['share']:.0f}%)")
+        out.append([label, best.calib, cell[best.calib], worst.calib, cell[worst.calib], _points(diff, low, high),
+                    separate, ", ".join(alike) or "none", share, _seeds_of(best.seeds, worst.seeds)])
+    return pd.DataFrame(out, columns=["dimension", "best", "best (%)", "worst", "worst (%)",
+                                      "best - worst (points)", "separate", "indistinguishable from best",
+                                      "pairs separated", "seeds (best / worst)"])
+
+
+def no_correlations(summary: pd.DataFrame, sources: Sequence[str],
+                    swept: Collection[tuple[str, str]] | None = None) -> str:
+    """Why a study has no defined rho (the heatmap's note): no main block, too few single sources for
+    Spearman rho, or metrics or retentions constant across them."""
+    main = main_settings(summary, sources, swept)
+    if not main:
+        return ("No correlations: no setting was pruned with the study's single sources (a data-free method "
+                "such as magnitude uses no calibration data), so there is nothing to rank.")
+    most = max(only_settings(summary, main).groupby(GROUP, sort=False)["calib"]
+               .agg(lambda c: len(set(c) & set(sources))))
+    if most < MIN_SOURCES:
+        return (f"No correlations: Spearman rho needs {MIN_SOURCES} or more single sources; this study has "
+                f"{most} in its main block.")
+    return "No rho is defined: every metric or retention is constant across the single sources."
+
+
+def _rho_lines(g: pd.DataFrame | None, n_sources: int, seeds: Iterable[int],
+               perplexity: Collection[str]) -> list[str]:
+    """The rho grid of one setting with its q-values and the opposite-sign pairs, or why there is none."""
+    if n_sources < MIN_SOURCES:
+        return [f"No correlations: Spearman rho needs {MIN_SOURCES} or more single sources; this setting has "
+                f"{n_sources}.", ""]
+    if g is None or g.empty:
+        return ["No correlations computed for this setting.", ""]
+    ns = sorted(set(g["n"].astype(int)))
+    n_text = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+    cells = g.assign(cell=[_fmt_rho(r) for r in g.itertuples()])
+    grid = (cells.pivot(index="metric", columns="dimension", values="cell")
+            .reindex(index=pd.unique(g["metric"]), columns=pd.unique(g["dimension"])))
+    grid.columns = [marked(c, perplexity) for c in grid.columns]
+    return [f"Across n = {n_text} single sources; rho [95% interval over seeds, {seeds_text(seeds)} per source] "
+            "(p, q); q is Benjamini-Hochberg over this grid.", "",
+            _to_markdown(grid.rename_axis("metric").reset_index()), "", _opposite_sign_line(g), ""]
 
 
 #: The total-retention differences (points) the paper reports (arXiv 2606.03328, abstract: Llama-3.1-8B,
@@ -195,43 +281,159 @@ def paper_figures(comparisons: pd.DataFrame, builders: dict[str, str], baseline:
 PAPER_COLUMN = "paper, total (Llama-3.1-8B, SparseGPT 60%)"
 
 
-def _comparison_table(g: pd.DataFrame, builders: dict[str, str] | None = None,
-                      baseline: str | None = None) -> pd.DataFrame:
-    """Rows: comparisons; columns: dimensions and total; cells: difference in points [interval]; with
-    builders, a last column with the paper's total difference where it reports one."""
+def _comparison_table(g: pd.DataFrame, builders: dict[str, str] | None = None, baseline: str | None = None,
+                      perplexity: Collection[str] = ()) -> pd.DataFrame:
+    """Rows: comparisons; columns: what it is compared with, the seeds both sides rest on, dimensions
+    and total; cells: difference in points [interval]; with builders, a last column with the paper's
+    total difference where it reports one."""
     shown = g[g["level"].isin(["dimension", TOTAL])]
-    cells = shown.assign(cell=[
-        "n/a" if not np.isfinite(r.difference) else
-        f"{100 * r.difference:+.1f}" + (f" [{100 * r.difference_low:+.1f}, {100 * r.difference_high:+.1f}]"
-                                        if np.isfinite(r.difference_low) else "")
-        for r in shown.itertuples()])
+    cells = shown.assign(cell=[_points(r.difference, r.difference_low, r.difference_high) for r in shown.itertuples()])
     grid = cells.pivot(index="comparison", columns="name", values="cell").reindex(
         index=pd.unique(cells["comparison"]), columns=pd.unique(cells["name"]))
-    versus = cells.drop_duplicates("comparison").set_index("comparison")["versus"]
-    grid.insert(0, "versus", versus.reindex(grid.index))
+    grid.columns = [marked(c, perplexity) for c in grid.columns]
+    first = cells.drop_duplicates("comparison").set_index("comparison").reindex(grid.index)
+    grid.insert(0, "versus", first["versus"])
+    grid.insert(1, "seeds", [pair_seeds(a, b) for a, b in zip(first["seeds"], first["versus_seeds"])])
     if builders is not None:
         figures = paper_figures(g, builders, baseline)
         grid[PAPER_COLUMN] = [f"{figures[c]:+.1f}" if c in figures else "" for c in grid.index]
-    return grid.rename_axis(None, axis=1).reset_index()
+    return grid.rename_axis("comparison").reset_index()
+
+
+def _interval_table(table: pd.DataFrame, seeds: pd.Series, perplexity: Collection[str]) -> pd.DataFrame:
+    """Rows: calibration sets with their seeds; columns: dimensions and total, mean [interval] (%)."""
+    shown = pd.DataFrame({"calib": table.index, "seeds": seeds.reindex(table.index).map(str).to_numpy()})
+    for col in table["mean"].columns:
+        shown[marked(col, perplexity)] = [_pct_interval(*v) for v in zip(
+            table[("mean", col)], table[("low", col)], table[("high", col)])]
+    return shown
+
+
+def _methods_table(rows: pd.DataFrame, perplexity: Collection[str]) -> pd.DataFrame:
+    """The methods side by side (plots.methods_rows) as text: one row per setting and set."""
+    cells = rows.assign(cell=[_pct_interval(*v) for v in zip(rows["mean"], rows["low"], rows["high"])])
+    grid = cells.pivot(index="row", columns="name", values="cell").reindex(columns=pd.unique(rows["name"]))
+    grid.columns = [marked(c, perplexity) for c in grid.columns]
+    lines = rows.drop_duplicates("row").set_index("row")
+    grid.insert(0, "setting", [group_title(k) for k in lines["setting"]])
+    grid.insert(1, "calib", lines["calib"])
+    grid.insert(2, "seeds", lines["seeds"])
+    return grid.reset_index(drop=True)
+
+
+def _pairs_counted(sources: Sequence[str], controls: Sequence[str]) -> str:
+    real = [s for s in sources if s not in controls]
+    if not controls:
+        return (f"Pairs of single sources are counted over all {len(sources)} single sources ({', '.join(sources)}): "
+                "the config marks no source as a control (report.controls), so any control is counted among them.")
+    return (f"Pairs of single sources are counted over the {len(real)} that are not controls ({', '.join(real)}); "
+            f"the controls ({', '.join(controls)}, report.controls) are in every other column.")
+
+
+def _answer_section(summary: pd.DataFrame, corr: pd.DataFrame, comparisons: pd.DataFrame, pairs: pd.DataFrame,
+                    main: list[tuple], sources: Sequence[str], builders: dict[str, str] | None,
+                    baseline: str | None, perplexity: Collection[str], controls: Sequence[str] = ()) -> list[str]:
+    """The opening section: per main-block setting, the single sources' best and worst with their
+    separation, the rho grid and the built sets; or why the study has no main block."""
+    out = ["## The answer", ""]
+    if not main:
+        return out + ["This study has no main block: no setting was pruned with its single sources (a data-free "
+                      "method such as magnitude uses no calibration data), so there is no best source, no pair of "
+                      "sources, no correlation and no built set to report. Its settings are under Methods side by "
+                      "side.", ""]
+    out += [f"The main block: {len(main)} setting{'s' if len(main) > 1 else ''} pruned with each of the study's "
+            f"{len(sources)} single sources{f' and {len(builders)} built sets' if builders else ''}; the methods' "
+            "grid (pruning.compare) and data-free settings are under Methods side by side. "
+            + _pairs_counted(sources, controls), ""]
+    corr_groups = {k: g for k, g in corr.groupby(GROUP, sort=False, dropna=False)}
+    for key in main:
+        rows = only_settings(summary, [key])
+        single = rows[rows["calib"].isin(sources)]
+        seeds = single.loc[single["level"] == TOTAL, "seeds"]
+        out += [f"### {group_title(key)}", "",
+                "Single sources: retention (%), mean over seeds [95% interval over seeds and items]. Best - worst is "
+                "their difference in points [95% interval: the same items for both, each set's own seeds]; they "
+                "separate where it excludes 0. Indistinguishable from best: the single sources whose difference "
+                "with the best includes 0. Pairs separated: pairs of single sources whose difference interval "
+                f"excludes 0, of those with one. Intervals rest on {seeds_text(seeds)} per set.", "",
+                *seed_caveat(seeds),
+                _to_markdown(single_source_table(single, only_settings(pairs, [key]), perplexity, controls)), "",
+                *_perplexity_note([*pd.unique(single["name"])], perplexity),
+                "#### Spearman rho between OIT metrics and retention", "",
+                *_rho_lines(corr_groups.get(key), int(single["calib"].nunique()), seeds, perplexity),
+                "#### Built sets", ""]
+        compared = only_settings(comparisons, [key])
+        if compared.empty:
+            out += ["No built set was pruned with this setting.", ""]
+            continue
+        out += ["Difference in retention (points), built set minus the set it is compared with, mean over seeds "
+                "[95% paired bootstrap interval]; seeds: the built set's, then the other's where they differ."
+                + (f" The last column is the paper's total difference for the comparisons it reports, for "
+                   f"reference only (calmix.analysis.report.PAPER_DIFFERENCES); {baseline} stands in for C4."
+                   if builders is not None else ""), "",
+                _to_markdown(_comparison_table(compared, builders, baseline, perplexity)), ""]
+    return out
 
 
 def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.DataFrame, corr: pd.DataFrame,
                    metrics: pd.DataFrame, path: str | os.PathLike, *, title: str = "calmix report",
                    notes: Sequence[str] = (), comparisons: pd.DataFrame | None = None,
-                   builders: dict[str, str] | None = None, baseline: str | None = None) -> Path:
+                   source_pairs: pd.DataFrame | None = None, sources: Sequence[str] | None = None,
+                   swept: Collection[tuple[str, str]] | None = None, builders: dict[str, str] | None = None,
+                   baseline: str | None = None, controls: Sequence[str] = ()) -> Path:
     """Write results/report.md atomically.
 
-    Sections: notes, definitions (as computed), dense scores per task (with the shots, metric and
-    lm-eval filter every model was scored with), methods at a glance, then per
-    (model, method, target): retention and chance-adjusted retention (%) per set x dimension + total
-    with intervals, sorted by total; best and worst set per dimension; the rho grid with intervals, p
-    and q; the opposite-sign pairs; the built sets' comparisons (with the paper's figures where
-    ``builders``, name -> kind, is given); finally the OIT metrics (mean over seeds).
+    Sections: the answer for the main block (docs/definitions.md#main-block; per setting the best and
+    worst single source per dimension and total, whether they separate, the sources indistinguishable
+    from the best, the share of pairs that separate, the rho grid with q and the opposite-sign pairs,
+    the built sets' comparisons, with the paper's figures where ``builders``, name -> kind, is given);
+    the methods side by side (every other setting in one table); definitions (as computed); retention
+    and chance-adjusted retention (%) of every set of each main-block setting; dense scores per task
+    (with the shots, metric and lm-eval filter every model was scored with); the OIT metrics (mean
+    over seeds); finally ``notes``. ``sources``: the single sources (default: every set neither built
+    nor 'none'); ``swept``: the settings of ``pruning:`` (method, target), default any setting with a
+    single source; ``source_pairs``: the source-pairs table.
     """
+    if sources is None:
+        sources = [c for c in pd.unique(summary["calib"].astype(str))
+                   if c != DATA_FREE_CALIB and c not in (builders or {})]
+    empty = pd.DataFrame(columns=COMPARISON_COLUMNS)
+    comparisons = empty if comparisons is None else comparisons
+    pairs = empty if source_pairs is None else source_pairs
+    perplexity = perplexity_dimensions(retention)
+    main = main_settings(summary, sources, swept)
+
     out: list[str] = [f"# {title}", ""]
-    if notes:
-        out += [f"- {n}" for n in notes] + [""]
+    out += _answer_section(summary, corr, comparisons, pairs, main, sources, builders, baseline, perplexity, controls)
+
+    rows = methods_rows(summary, settings, main, baseline)
+    if not rows.empty:
+        out += ["## Methods side by side", "",
+                "Retention (%) of every setting outside the main block (the methods' grid, pruning.compare, on its "
+                "calibration sets; a data-free method on none), beside each main-block setting's mean over its sets "
+                f"and its run on {baseline}: mean over seeds [95% interval over seeds and items]. Figure: "
+                "results/plots/methods.png.", "",
+                *seed_caveat(summary.loc[summary["level"] == TOTAL, "seeds"]),
+                _to_markdown(_methods_table(rows, perplexity)), "",
+                *_perplexity_note(rows["name"], perplexity)]
+        for key, g in comparisons[~in_settings(comparisons, main)].groupby(GROUP, sort=False, dropna=False):
+            out += [f"### Built sets: {group_title(key)}", "",
+                    _to_markdown(_comparison_table(g, builders, baseline, perplexity)), ""]
+
     out += ["## Definitions", ""] + [f"- {d}" for d in DEFINITIONS] + [""]
+
+    plain, adjusted = set_tables(summary), set_tables(summary, "chance_adjusted")
+    totals = summary[summary["level"] == TOTAL]
+    for key in main:
+        n_seeds = only_settings(totals, [key]).set_index("calib")["seeds"]
+        n_seeds.index = n_seeds.index.astype(str)
+        out += [f"## {group_title(key)}", "", "### Retention (%)", "",
+                "Every calibration set: mean over seeds [95% interval over seeds and items]; sorted by total, "
+                "descending.", "", *seed_caveat(n_seeds),
+                _to_markdown(_interval_table(plain[key], n_seeds, perplexity)), "",
+                "### Chance-adjusted retention (%)", "",
+                _to_markdown(_interval_table(adjusted[key], n_seeds, perplexity)), "",
+                *_perplexity_note(plain[key]["mean"].columns, perplexity)]
 
     tasks = retention[retention["level"] == "task"]
     dense = tasks.drop_duplicates(["model", "dimension", "name"])
@@ -249,51 +451,6 @@ def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.
             "chance": dense["chance"].map(lambda v: "n/a" if not np.isfinite(v) else f"{v:.3f}")})
         out += [_to_markdown(shown), ""]
 
-    plain, adjusted = set_tables(summary), set_tables(summary, "chance_adjusted")
-    if plain:
-        out += ["## Methods at a glance", "",
-                "Retention (%) per pruning setting: mean over calibration sets (each the mean over its "
-                "seeds) [95% interval], and the best and worst set by total retention.", "",
-                _to_markdown(_glance(settings, plain)), ""]
-        same = _same_data(plain, baseline) if baseline is not None else pd.DataFrame()
-        if len(same) > 1:
-            out += [f"### Methods on the same calibration data ({baseline})", "",
-                    f"Retention (%) of each setting calibrated on {baseline} (a data-free method on none), mean "
-                    "over seeds [95% interval over seeds and items].", "", _to_markdown(same), ""]
-    seeds = summary[summary["level"] == TOTAL].set_index([*GROUP, "calib"])["seeds"]
-    corr_groups = {k: g for k, g in corr.groupby(GROUP, sort=False, dropna=False)}
-    for key, table in plain.items():
-        n_seeds = seeds.loc[key]
-        n_seeds.index = n_seeds.index.astype(str)
-        out += [f"## {group_title(key)}", "", "### Retention (%)", "",
-                "Mean over seeds [95% interval over seeds and items]; sorted by total, descending.", "",
-                _to_markdown(_interval_table(table, n_seeds)), "",
-                "### Chance-adjusted retention (%)", "", _to_markdown(_interval_table(adjusted[key], n_seeds)), "",
-                "### Best and worst set per dimension", "", _to_markdown(_best_worst(table)), ""]
-        g = corr_groups.get(key)
-        out += ["### Spearman rho between OIT metrics and retention", ""]
-        if g is None or g.empty:
-            out += ["No correlations computed.", ""]
-            continue
-        ns = sorted(set(g["n"].astype(int)))
-        n_text = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
-        cells = g.assign(cell=[_fmt_rho(r) for r in g.itertuples()])
-        grid = (cells.pivot(index="metric", columns="dimension", values="cell")
-                .reindex(index=pd.unique(g["metric"]), columns=pd.unique(g["dimension"])))
-        out += [f"Across n = {n_text} calibration sources; rho [95% interval over seeds] (p, q).", "",
-                _to_markdown(grid.rename_axis(None, axis=1).reset_index()), "",
-                _opposite_sign_line(g), ""]
-
-    if comparisons is not None and not comparisons.empty:
-        out += ["## Built calibration sets against single sources", "",
-                "Difference in retention (points), built set minus the set it is compared with, mean over seeds "
-                "[95% paired bootstrap interval]."
-                + (f" The last column is the paper's total difference for the comparisons it reports, for reference "
-                   f"only (calmix.analysis.report.PAPER_DIFFERENCES); {baseline} stands in for C4." if builders is not None
-                   else ""), ""]
-        for key, g in comparisons.groupby(GROUP, sort=False, dropna=False):
-            out += [f"### {group_title(key)}", "", _to_markdown(_comparison_table(g, builders, baseline)), ""]
-
     out += ["## OIT metrics of the calibration sets", "", "Mean over seeds.", ""]
     names = metric_columns(metrics)
     for model, g in metrics.groupby("model", sort=False, dropna=False):
@@ -302,4 +459,6 @@ def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.
         shown["calib"] = shown["calib"].astype(str)
         out += [f"### {model}", "", _to_markdown(shown), ""]
 
+    if notes:
+        out += ["## Where the numbers are", ""] + [f"- {n}" for n in notes] + [""]
     return write_text(path, "\n".join(out).rstrip("\n") + "\n")

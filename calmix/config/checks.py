@@ -564,6 +564,10 @@ def check_semantics(config: dict, workdir: Path) -> None:
     if baseline is not None and baseline not in sources:
         raise ConfigError(f"config key 'report.baseline': {baseline!r} is not a calibration source. "
                           f"Choose from: {', '.join(sources)}")
+    for i, control in enumerate(config["report"]["controls"]):
+        if control not in sources:
+            raise ConfigError(f"config key 'report.controls[{i}]': {control!r} is not a calibration source. "
+                              f"Choose from: {', '.join(sources)}")
     facts = {model: model_facts(model, config, workdir) for model in config["models"]}
     _check_context(config, facts)
     _check_structures(config, facts)
