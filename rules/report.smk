@@ -49,6 +49,13 @@ rule retention:
             labels={"table": "pairs of single sources (difference intervals)"},
         ),
         source_pairs_parquet="results/tables/retention_source_pairs.parquet",
+        gold_prob=report(
+            "results/tables/retention_gold_prob.csv",
+            caption="../report/retention_gold_prob.rst",
+            category="Retention",
+            labels={"table": "gold-probability retention of multiple-choice tasks"},
+        ),
+        gold_prob_parquet="results/tables/retention_gold_prob.parquet",
     params:
         code=library_code("retention.py"),
         bootstrap=config["report"]["bootstrap"],
@@ -98,6 +105,7 @@ rule report:
         settings="results/tables/retention_settings.parquet",
         comparisons="results/tables/retention_comparisons.parquet",
         source_pairs="results/tables/retention_source_pairs.parquet",
+        gold_prob="results/tables/retention_gold_prob.parquet",
         correlations="results/tables/correlations.parquet",
     output:
         md="results/report.md",

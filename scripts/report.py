@@ -31,6 +31,8 @@ provenance = [
     "retention_settings.csv (over calibration sets), retention_comparisons.csv (built sets against single "
     "sources), retention_source_pairs.csv (every pair of single sources of the main block), "
     "calmix.analysis.retention, calmix.analysis.intervals and calmix.analysis.comparisons.",
+    "Gold-probability retention of the multiple-choice tasks, beside accuracy retention: "
+    "results/tables/retention_gold_prob.csv (calmix.analysis.gold_probability).",
     "Correlations: results/tables/correlations.csv (calmix.analysis.correlation).",
     "OIT metrics: results/tables/metrics.csv (calmix.calibration.metrics, on the windows in results/shards/).",
     "Figures: results/plots/ (calmix.analysis.plots); the full HTML report: snakemake --report results/report.html.",
@@ -38,4 +40,4 @@ provenance = [
 write_markdown(summary, tables["settings"], tables["retention"], tables["correlations"], tables["metrics"], out.md,
                title=params.title, notes=provenance, comparisons=tables["comparisons"],
                source_pairs=tables["source_pairs"], sources=sources, swept=swept, builders=params.builders,
-               baseline=params.baseline, controls=params.controls)
+               baseline=params.baseline, controls=params.controls, gold_prob=tables["gold_prob"])

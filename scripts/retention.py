@@ -1,8 +1,10 @@
-"""Retention of every pruned checkpoint, with bootstrap intervals over items and seeds."""
+"""Retention of every pruned checkpoint, with bootstrap intervals over items and seeds, and gold-probability
+retention of the multiple-choice tasks beside it."""
 
 import logging
 
 from calmix.analysis.comparisons import builder_comparisons, separated_pairs, source_pairs
+from calmix.analysis.gold_probability import gold_prob_retention
 from calmix.analysis.intervals import Bootstrap, retention_with_intervals
 from calmix.analysis.retention import check_evaluated_weights, load_eval_records
 from calmix.core.io import write_table
@@ -24,3 +26,6 @@ for row in separated_pairs(tables.source_pairs, params.controls).itertuples():
 out = snakemake.output
 for frame, path in zip(tables, (out.per_checkpoint, out.summary, out.settings, out.comparisons, out.source_pairs)):
     write_table(frame, path.removesuffix(".csv"))
+gold = gold_prob_retention(records, tables, boot)
+logging.info("gold-probability retention: %d multiple-choice tasks, %d rows", gold["task"].nunique(), len(gold))
+write_table(gold, out.gold_prob.removesuffix(".csv"))

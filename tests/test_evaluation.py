@@ -15,6 +15,8 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from calmix.evaluation import scoring, tasks
@@ -417,7 +419,12 @@ def test_items_round_trip(tmp_path, tiny_result):
 
     write_items(tiny_result["items"], tmp_path / "x.items.parquet")
     back = read_items(tmp_path / "x.items.parquet")
-    assert back.to_dict("records") == tiny_result["items"] and not list(tmp_path.glob(".*tmp*"))
+    expected = pd.DataFrame(tiny_result["items"]).reindex(columns=back.columns)
+    expected["weight"] = expected["weight"].fillna(1.0)
+    pd.testing.assert_frame_equal(back, expected) and not list(tmp_path.glob(".*tmp*"))
+    # multiple-choice items keep the gold choice's normalised probability, the others NaN
+    mc = back["task"].isin(["world_general", "world_commonsense"])
+    assert back.loc[mc, "gold_prob"].between(0, 1).all() and back.loc[~mc, "gold_prob"].isna().all()
 
 
 def test_items_keep_the_weight_and_a_file_without_it_is_refused(tmp_path):
@@ -431,7 +438,7 @@ def test_items_keep_the_weight_and_a_file_without_it_is_refused(tmp_path):
         {"task": "p", "leaf": "p", "doc_id": 1, "score": -3.0, "weight": 2.0},
     ]
     write_items(items, tmp_path / "p.items.parquet")
-    assert read_items(tmp_path / "p.items.parquet").to_dict("records") == items
+    assert read_items(tmp_path / "p.items.parquet").drop(columns="gold_prob").to_dict("records") == items
     pq.write_table(pa.table({"task": ["a"], "leaf": ["a"], "doc_id": [0], "score": [1.0]}), tmp_path / "old.parquet")
     with pytest.raises(KeyError, match="weight"):
         read_items(tmp_path / "old.parquet")
@@ -850,3 +857,13 @@ def test_a_capped_task_is_scored_on_a_seeded_random_subset_the_same_for_every_mo
     assert item_subset("arc_easy_local", 570, 1000, 1234) == list(range(570))
     # the draw is Python's seeded random.sample: the same ids on every machine (a string seed hashes with sha512)
     assert item_subset("hellaswag_local", 10042, 5, 1234) == sorted(random.Random("calmix items 1234 hellaswag_local").sample(range(10042), 5))
+
+
+def test_gold_probability_is_the_softmax_of_the_choices_at_the_gold():
+    from calmix.evaluation.scoring import gold_probability
+
+    lls = [-1.0, -2.5, -0.2, -7.0]
+    sample = {"filtered_resps": [(ll, False) for ll in lls], "target": 1}
+    expected = np.exp(lls[1]) / np.exp(lls).sum()  # numpy's softmax as the oracle
+    assert gold_probability(sample) == pytest.approx(expected, rel=1e-12)
+    assert np.isnan(gold_probability({**sample, "target": [0, 2]}))

@@ -67,7 +67,8 @@ class _Draws:
 # Item bootstrap, per checkpoint
 # --------------------------------------------------------------------------------------------------
 
-def _task_items(rec: dict, task: str) -> pd.DataFrame:
+def task_items(rec: dict, task: str) -> pd.DataFrame:
+    """One task's items of a record, in (leaf, doc_id) order: the order every paired draw uses."""
     items = rec.get("items")
     if items is None:
         raise ValueError(f"{rec['path']}: no per-item scores loaded (load_eval_records(..., items=True))")
@@ -75,6 +76,18 @@ def _task_items(rec: dict, task: str) -> pd.DataFrame:
     if rows.empty:
         raise ValueError(f"{items_path(rec['path'])}: no items for task {task!r}")
     return rows.sort_values(["leaf", "doc_id"], kind="stable")
+
+
+def matched_items(rec: dict, dense_rec: dict, task: str, dense_items: pd.DataFrame) -> pd.DataFrame:
+    """A pruned record's items of a task, checked to be the dense model's items in the same order, so
+    that one draw of item counts resamples both alike."""
+    items = task_items(rec, task)
+    ids = dense_items[["leaf", "doc_id"]].to_numpy()
+    if len(items) != len(dense_items) or not (items[["leaf", "doc_id"]].to_numpy() == ids).all():
+        raise ValueError(f"{items_path(rec['path'])}: items of task {task!r} differ from the dense "
+                         f"model's ({items_path(dense_rec['path'])}); both must be evaluated with "
+                         "the same settings")
+    return items
 
 
 def _resampled_statistic(scores: np.ndarray, weights: np.ndarray, counts: np.ndarray,
@@ -100,18 +113,12 @@ def _bootstrap_dimension(model: str, dim: str, dense_rec: dict, recs: list[tuple
         having = [j for j, (_, rec) in enumerate(recs) if task in rec["tasks"]]
         if not having:
             continue
-        d_items = _task_items(dense_rec, task)
-        ids = d_items[["leaf", "doc_id"]].to_numpy()
+        d_items = task_items(dense_rec, task)
         columns = [d_items["score"].to_numpy(float)]
         for j in having:
             rec = recs[j][1]
             checked_task(rec, dense_rec, task)
-            p_items = _task_items(rec, task)
-            if len(p_items) != len(d_items) or not (p_items[["leaf", "doc_id"]].to_numpy() == ids).all():
-                raise ValueError(f"{items_path(rec['path'])}: items of task {task!r} differ from the dense "
-                                 f"model's ({items_path(dense_rec['path'])}); both must be evaluated with "
-                                 "the same settings")
-            columns.append(p_items["score"].to_numpy(float))
+            columns.append(matched_items(rec, dense_rec, task, d_items)["score"].to_numpy(float))
         scores = np.stack(columns, axis=1)
         weights = d_items["weight"].to_numpy(float)
         aggregation = d_entry["aggregation"]
@@ -161,6 +168,18 @@ def _item_draws(records: list[dict], boot: Bootstrap) -> _Draws:
 # Two-stage bootstrap, over seeds and items
 # --------------------------------------------------------------------------------------------------
 
+def seed_picks(boot: Bootstrap, set_key: tuple, seeds: tuple) -> np.ndarray:
+    """(resamples, k) indices into a set's k seeds: the seed draw of the two-stage bootstrap, keyed by the
+    set and its seeds, so every table drawing over the same seeds draws them alike."""
+    return keyed_rng(boot.seed, "seeds", *set_key, *seeds).integers(0, len(seeds), (boot.resamples, len(seeds)))
+
+
+def mix_seeds(per_seed: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """Two-stage resamples: per resample, the mean of the drawn seeds' item resamples at that index
+    (``per_seed``: (k, resamples); ``picks``: :func:`seed_picks`)."""
+    return per_seed[picks, np.arange(picks.shape[0])[:, None]].mean(axis=1)
+
+
 def _summarise_seeds(table: pd.DataFrame, draws: _Draws, boot: Bootstrap) -> tuple[pd.DataFrame, SeedDraws]:
     """The over-seeds table, and each of its rows' two-stage draws keyed by (SET..., level, name)."""
     rows = []
@@ -170,13 +189,12 @@ def _summarise_seeds(table: pd.DataFrame, draws: _Draws, boot: Bootstrap) -> tup
         for (level, name), h in g.groupby(["level", "name"], sort=False, dropna=False):
             seeds = tuple(h["seed"])
             if seeds not in picks:
-                rng = keyed_rng(boot.seed, "seeds", *set_key, *seeds)
-                picks[seeds] = rng.integers(0, len(seeds), (boot.resamples, len(seeds)))
+                picks[seeds] = seed_picks(boot, set_key, seeds)
             row = dict(zip(SET, set_key), level=level, name=name, dimension=h["dimension"].iat[0],
                        seeds=len(seeds))
             for value in VALUES:
                 per_seed = np.stack([draws.draws[value][((*set_key, s), level, name)] for s in seeds])
-                mixed = per_seed[picks[seeds], np.arange(boot.resamples)[:, None]].mean(axis=1)
+                mixed = mix_seeds(per_seed, picks[seeds])
                 mixed_draws[value][(*set_key, level, name)] = mixed
                 low, high = percentile_interval(mixed[None, :], boot.confidence)
                 row.update({value: h[value].mean(skipna=False),

@@ -5,7 +5,9 @@ so this module only reads off the tables (formatting, ranking single sources bes
 which pairs' difference intervals exclude 0, metric means over seeds). The numbers come from
 calmix.analysis.intervals (retention with bootstrap intervals), calmix.analysis.comparisons (mean
 over sets, differences between pairs of single sources and of built sets against single sources)
-and calmix.analysis.correlation (Spearman rho with p, q and seed intervals). Every interval is shown
+and calmix.analysis.correlation (Spearman rho with p, q and seed intervals); beside accuracy, the
+continuous score of calmix.analysis.gold_probability (its rank agreement with accuracy is computed
+from its table here, with calmix.core.stats.spearman). Every interval is shown
 with the seeds it rests on, and a mean that includes perplexity retention is marked. DEFINITIONS is
 the short form of docs/definitions.md that goes into the report; keep the two in step. No
 timestamps: equal tables give equal bytes.
@@ -24,6 +26,7 @@ import pandas as pd
 from calmix.analysis.comparisons import (BEST_SINGLE, COMPARISON_COLUMNS, main_settings, separated_pairs,
                                          separates)
 from calmix.analysis.correlation import ALPHA, metric_columns, opposite_sign_pairs
+from calmix.analysis.gold_probability import GOLD_PROB_COLUMNS, rank_agreement
 from calmix.analysis.plots import (PERPLEXITY_MARK, group_title, in_settings, marked, methods_rows, only_settings,
                                    pair_seeds, perplexity_dimensions, seeds_text, set_tables)
 from calmix.analysis.retention import GROUP, TOTAL
@@ -73,6 +76,14 @@ DEFINITIONS = [
     "with the calibration draw, not the uncertainty from having these n sources (that is p's job), and as "
     "a percentile interval of a resampled rank statistic it need not be centred on rho. '*' and the "
     "opposite-sign pairs use q < 0.05.",
+    "Gold-probability retention (multiple-choice tasks only; results/tables/retention_gold_prob.csv) = pruned "
+    "mean / dense mean of the gold choice's probability among the choices (softmax of the choices' "
+    "log-likelihoods), over the same items; its intervals are drawn like retention's (the same items for dense "
+    "and pruned; over seeds, two-stage). It stands beside accuracy retention, never instead: every headline "
+    "figure is accuracy-based retention. Its rank agreement with accuracy is Spearman rho across the single "
+    "sources of a setting between their task retention and their gold-probability retention (means over seeds; "
+    "p as above, no q); an interval's half-width is (high - low) / 2, in points, and the report shows its median "
+    "over the sources.",
 ]
 
 
@@ -375,24 +386,72 @@ def _answer_section(summary: pd.DataFrame, corr: pd.DataFrame, comparisons: pd.D
     return out
 
 
+def _gold_prob_section(gold: pd.DataFrame, main: list[tuple], sources: Sequence[str]) -> list[str]:
+    """Per main-block setting and multiple-choice task: whether gold-probability retention ranks the single
+    sources like accuracy retention (rho, p, n), the best source by each and their median half-widths; one
+    line instead where there is nothing to rank."""
+    out = ["## A continuous score beside accuracy", ""]
+    agreement = rank_agreement(gold, main, sources)
+    if agreement.empty:
+        why = ("the study has no main block" if not main else
+               "no multiple-choice task of the main block has gold-choice probabilities (the study has none, or "
+               "its per-item files were written before they were kept)")
+        return out + [f"Skipped: {why}, so there is no continuous score to set beside accuracy.", ""]
+    over = only_settings(gold[gold["seed"].isna() & gold["calib"].isin(sources)], main)
+    out += ["The headline numbers of this report stay accuracy-based retention (the answer above and every table "
+            "below). Beside them, per multiple-choice task: gold-probability retention, the pruned model's mean "
+            "probability of the gold choice among the choices over the dense model's on the same items "
+            "(results/tables/retention_gold_prob.csv). Rho: Spearman rho across the single sources between their "
+            "accuracy retention and their gold-probability retention of the task, means over seeds (p exact for "
+            "n <= 9); best: the source each ranks first; half-width: the median over the sources of half the 95% "
+            "interval over seeds and items, in points. A rho near +1 with narrower intervals says the continuous "
+            f"score ranks the sources as accuracy does, with less noise. Intervals rest on {seeds_text(over['seeds'])} "
+            "per set.", ""]
+    for key, g in agreement.groupby(GROUP, sort=False):
+        cells = pd.DataFrame({
+            "dimension": g["dimension"].astype(str), "task": g["task"].astype(str), "n": g["n"].astype(str),
+            "rho (p)": [_fmt_agreement(r) for r in g.itertuples()],
+            "best by accuracy": g["best_accuracy"].fillna("n/a").astype(str),
+            "best by gold prob": g["best_gold_prob"].fillna("n/a").astype(str),
+            "accuracy half-width (points)": [_fmt_points(v) for v in g["accuracy_half_width"]],
+            "gold-prob half-width (points)": [_fmt_points(v) for v in g["gold_prob_half_width"]]})
+        out += [f"### {group_title(key)}", "", _to_markdown(cells), ""]
+    return out
+
+
+def _fmt_agreement(row) -> str:
+    """'+0.83 (p=0.042)'; why rho is undefined otherwise."""
+    if np.isfinite(row.rho):
+        return f"{row.rho:+.2f} (p{_fmt_p(row.p)})"
+    return f"n/a (needs {MIN_SOURCES} sources)" if row.n < MIN_SOURCES else "n/a (a constant side)"
+
+
+def _fmt_points(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else f"{100 * v:.1f}"
+
+
 def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.DataFrame, corr: pd.DataFrame,
                    metrics: pd.DataFrame, path: str | os.PathLike, *, title: str = "calmix report",
                    notes: Sequence[str] = (), comparisons: pd.DataFrame | None = None,
                    source_pairs: pd.DataFrame | None = None, sources: Sequence[str] | None = None,
                    swept: Collection[tuple[str, str]] | None = None, builders: dict[str, str] | None = None,
-                   baseline: str | None = None, controls: Sequence[str] = ()) -> Path:
+                   baseline: str | None = None, controls: Sequence[str] = (),
+                   gold_prob: pd.DataFrame | None = None) -> Path:
     """Write results/report.md atomically.
 
     Sections: the answer for the main block (docs/definitions.md#main-block; per setting the best and
     worst single source per dimension and total, whether they separate, the sources indistinguishable
     from the best, the share of pairs that separate, the rho grid with q and the opposite-sign pairs,
     the built sets' comparisons, with the paper's figures where ``builders``, name -> kind, is given);
-    the methods side by side (every other setting in one table); definitions (as computed); retention
-    and chance-adjusted retention (%) of every set of each main-block setting; dense scores per task
-    (with the shots, metric and lm-eval filter every model was scored with); the OIT metrics (mean
-    over seeds); finally ``notes``. ``sources``: the single sources (default: every set neither built
-    nor 'none'); ``swept``: the settings of ``pruning:`` (method, target), default any setting with a
-    single source; ``source_pairs``: the source-pairs table.
+    a continuous score beside accuracy (``gold_prob``, the gold-probability table: per main-block setting
+    and multiple-choice task, its rank agreement with accuracy retention across the single sources and
+    both median half-widths; skipped with one line where there is none); the methods side by side
+    (every other setting in one table); definitions (as computed); retention and chance-adjusted
+    retention (%) of every set of each main-block setting; dense scores per task (with the shots,
+    metric and lm-eval filter every model was scored with); the OIT metrics (mean over seeds); finally
+    ``notes``. ``sources``: the single sources (default: every set neither built nor 'none'); ``swept``:
+    the settings of ``pruning:`` (method, target), default any setting with a single source;
+    ``source_pairs``: the source-pairs table.
     """
     if sources is None:
         sources = [c for c in pd.unique(summary["calib"].astype(str))
@@ -405,6 +464,8 @@ def write_markdown(summary: pd.DataFrame, settings: pd.DataFrame, retention: pd.
 
     out: list[str] = [f"# {title}", ""]
     out += _answer_section(summary, corr, comparisons, pairs, main, sources, builders, baseline, perplexity, controls)
+    out += _gold_prob_section(pd.DataFrame(columns=GOLD_PROB_COLUMNS) if gold_prob is None else gold_prob,
+                              main, sources)
 
     rows = methods_rows(summary, settings, main, baseline)
     if not rows.empty:

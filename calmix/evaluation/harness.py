@@ -293,7 +293,8 @@ def evaluate(
         }
         task_items = []
         for leaf, s in leaf_summaries.items():
-            task_items += item_scores(name, leaf, s["metric"], s["aggregation"], results)
+            task_items += item_scores(name, leaf, s["metric"], s["aggregation"], results,
+                                      s["output_type"] == "multiple_choice")
         items += task_items
         if list(leaves) == [name]:
             summary[name] = leaf_summaries[name]

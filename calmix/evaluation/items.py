@@ -12,21 +12,28 @@ import pyarrow.parquet as pq
 from calmix.core.io import atomic_path
 
 #: Columns of the per-item parquet file, in order.
-ITEM_COLUMNS = ("task", "leaf", "doc_id", "score", "weight")
+ITEM_COLUMNS = ("task", "leaf", "doc_id", "score", "weight", "gold_prob")
 
 
 def write_items(items: list[dict], path: str | Path) -> None:
-    """Per-item scores as zstd parquet, written atomically: task, leaf, doc_id, score and weight
-    (1.0 for mean-aggregated tasks; the word or byte count for perplexity tasks, whose score is
-    the item's total log-likelihood). Items without a weight get 1.0."""
-    types = {"task": pa.string(), "leaf": pa.string(), "doc_id": pa.int64(), "score": pa.float64(), "weight": pa.float64()}
+    """Per-item scores as zstd parquet, written atomically: task, leaf, doc_id, score, weight (1.0 for
+    mean-aggregated tasks; the word or byte count for perplexity tasks, whose score is the item's total
+    log-likelihood) and gold_prob (a multiple-choice item's normalised probability of the gold choice,
+    calmix.evaluation.scoring.gold_probability; NaN for other items). Items without a weight get 1.0."""
+    types = {"task": pa.string(), "leaf": pa.string(), "doc_id": pa.int64(), "score": pa.float64(),
+             "weight": pa.float64(), "gold_prob": pa.float64()}
+    missing = {"weight": 1.0, "gold_prob": float("nan")}
     table = pa.table({
-        k: pa.array([r.get(k, 1.0) if k == "weight" else r[k] for r in items], types[k]) for k in ITEM_COLUMNS
+        k: pa.array([r.get(k, missing[k]) if k in missing else r[k] for r in items], types[k]) for k in ITEM_COLUMNS
     })
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 
 def read_items(path: str | Path):
-    """The per-item scores of one evaluation as a DataFrame (task, leaf, doc_id, score, weight)."""
-    return pd.read_parquet(path)[list(ITEM_COLUMNS)]
+    """The per-item scores of one evaluation as a DataFrame (ITEM_COLUMNS; gold_prob NaN in files written
+    before it was kept)."""
+    table = pd.read_parquet(path)
+    if "gold_prob" not in table:
+        table["gold_prob"] = float("nan")
+    return table[list(ITEM_COLUMNS)]

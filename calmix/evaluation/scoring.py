@@ -132,9 +132,14 @@ def leaf_summary(
     }
 
 
-def item_scores(task: str, leaf: str, metric: str, aggregation: str, results: dict) -> list[dict]:
+def item_scores(task: str, leaf: str, metric: str, aggregation: str, results: dict,
+                multiple_choice: bool = False) -> list[dict]:
     """Per-item scores of one leaf task under its metric ('acc,none' -> 'acc' of filter 'none'), so
     that dense and pruned scores can be paired by doc_id and bootstrapped.
+
+    A multiple-choice item also keeps ``gold_prob``, the gold choice's probability normalised over the
+    choices (softmax of their log-likelihoods): a continuous score beside accuracy, which moves with
+    every pruned weight where accuracy only moves when the argmax flips.
 
     Mean-aggregated metrics: the item's score, weight 1. Perplexity metrics: lm-eval logs a
     (log-likelihood, words or bytes) pair per item, kept as score and weight, so that
@@ -158,10 +163,22 @@ def item_scores(task: str, leaf: str, metric: str, aggregation: str, results: di
             rows.append({
                 "task": task, "leaf": leaf, "doc_id": int(sample["doc_id"]),
                 "score": float(score), "weight": float(weight),
+                **({"gold_prob": gold_probability(sample)} if multiple_choice else {}),
             })
     if not rows:
         raise KeyError(f"lm-eval logged no per-item {metric!r} for task {leaf!r}")
     return sorted(rows, key=lambda r: r["doc_id"])
+
+
+def gold_probability(sample: dict) -> float:
+    """The gold choice's probability among the choices of a logged multiple-choice sample (NaN where
+    the gold is not one index, e.g. several correct choices)."""
+    lls = [float(r[0]) for r in sample["filtered_resps"]]
+    target = sample.get("target")
+    if not isinstance(target, int) or not 0 <= target < len(lls):
+        return math.nan
+    top = max(lls)
+    return math.exp(lls[target] - top) / sum(math.exp(ll - top) for ll in lls)
 
 
 def group_summary(name: str, leaves: dict[str, dict], results: dict, items: list[dict]) -> dict:
