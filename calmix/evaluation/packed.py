@@ -18,6 +18,7 @@ generation.
 from __future__ import annotations
 
 import inspect
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -112,6 +113,11 @@ class PackedLM(HFLM):
                 out.append((index, (float(ll.sum()), bool((lp.argmax(dim=-1) == target).all()))))
         return out
 
+    @cached_property
+    def _slices_logits(self) -> bool:
+        """Whether the model's forward takes ``logits_to_keep`` (read once, not per batch)."""
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
     def _call(self, tokens: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor,
               keep: torch.Tensor) -> torch.Tensor:
         """Logits at the ``keep`` positions, flattened (positions in row order); the vocabulary projection
@@ -119,7 +125,7 @@ class PackedLM(HFLM):
         mask = torch.zeros(allowed.shape, dtype=self.model.dtype).masked_fill(~allowed, torch.finfo(self.model.dtype).min)
         kwargs: dict[str, Any] = {"attention_mask": mask[:, None].to(self.device),
                                   "position_ids": positions.to(self.device)}
-        slices = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        slices = self._slices_logits
         if slices:
             kwargs["logits_to_keep"] = keep.to(self.device)
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
