@@ -29,7 +29,7 @@ def test_items_spec_is_the_yamls_calmix_items():
         spec = items_spec(task)
         assert spec["builder"] == "heldout_text" and spec["sources"] and isinstance(spec["max_chars"], int)
         assert all({"packages", "files", "extract"} <= set(s) for s in spec["sources"])
-    assert items_spec("heldout_code")["sources"] == [{"packages": ["python"], "files": ["**/*.py"], "extract": "text", "max_docs": 40}]
+    assert items_spec("heldout_code")["sources"] == [{"packages": ["python"], "files": ["**/*.py"], "extract": "text", "max_docs": 120}]
     assert items_spec("world_general") is None  # items made by the world, not by a builder
     assert items_spec("humaneval") is None  # lm-eval's own: no YAML of ours
 

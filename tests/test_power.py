@@ -217,6 +217,6 @@ def test_the_real_model_study_prints_its_prediction(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert "model smollm2_135m, sparsegpt 0.5, 2 seeds, 95% percentile bootstrap" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines()[2:] if not line.startswith("  note")}
-    assert rows["commonsense"][1:3] == ["2", "26"] and rows["hellaswag_local"][1] == "6" and rows["total"][1:3] == ["8", "108"]
-    assert rows["heldout_code"][3] == "2.0"  # one document: no item noise, the seeds' 1.96 x 0.02 / 2
+    assert rows["commonsense"][1:3] == ["1", "50"] and rows["piqa_local"][1] == "50" and rows["total"][1:3] == ["7", "205"]
+    assert rows["heldout_code"][1:4] == ["3", "50.0%", "18.0"] and rows["heldout_code"][4] == "assumptions"
     assert "--retention 0.5 " in out

@@ -467,6 +467,7 @@ class ItemScore(TypedDict):
     doc_id: int
     score: float  # perplexity metrics: the item's total log-likelihood
     weight: float  # 1.0 for mean metrics; words or bytes for perplexity metrics
+    gold_prob: NotRequired[float]  # multiple choice: the gold choice's normalised probability (NaN in the file otherwise)
 
 
 class EvalResult(TypedDict):

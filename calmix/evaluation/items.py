@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from calmix.core.io import atomic_path
+from calmix.core.records import ItemScore
 
-#: Columns of the per-item parquet file, in order.
-ITEM_COLUMNS = ("task", "leaf", "doc_id", "score", "weight", "gold_prob")
+#: Columns of the per-item parquet file, in order: the fields of the record a row is.
+ITEM_COLUMNS = tuple(ItemScore.__annotations__)
 
 
 def write_items(items: list[dict], path: str | Path) -> None:
