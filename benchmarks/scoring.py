@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ["arc_easy_local", "hellaswag_local", "piqa_local", "humaneval_choice", "arithmetic_1da_local", "heldout_math"]
+TASKS = ["arc_easy_local", "piqa_local", "humaneval_choice", "arithmetic_1da_local", "heldout_math"]
 CONFIG = ROOT / "experiments" / "smollm2-135m.yaml"
 
 
