@@ -122,6 +122,48 @@ def test_matches_explicit_obs(blocksize, prunen, prunem):
     assert (torch.linalg.norm(got.double() - want) / torch.linalg.norm(want)).item() < 1e-5
 
 
+def strided_sweep(W, H, sparsity, prunen=0, prunem=0, blocksize=128):
+    """SparseGPT's sweep as the reference code writes it (IST-DASLab/sparsegpt): float32, the block as
+    rows x columns, each column's error subtracted from the columns after it as a rounded outer
+    product (two roundings per element, no fused multiply-add)."""
+    from calmix.pruning.masks import lowest_k
+    from calmix.pruning.sparsegpt import InverseFactor
+
+    factor = InverseFactor.of(H)
+    W = W.clone()
+    W[:, factor.dead] = 0
+    rows, columns = W.shape
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        W1, Hinv1 = W[:, i1:i2].clone(), factor.U[i1:i2, i1:i2]
+        Err1, d1 = torch.zeros_like(W1), torch.diag(Hinv1)
+        mask1 = (lowest_k((W1**2 / d1**2).flatten(), int(W1.numel() * sparsity)).reshape(W1.shape) if not prunem
+                 else torch.zeros_like(W1, dtype=torch.bool))
+        for i in range(i2 - i1):
+            if prunem and i % prunem == 0:
+                low = torch.topk(W1[:, i:i + prunem] ** 2 / d1[i:i + prunem] ** 2, prunen, dim=1, largest=False)[1]
+                mask1.scatter_(1, i + low, True)
+            err1 = torch.where(mask1[:, i], W1[:, i], 0.0) / d1[i]
+            W1[:, i:] -= torch.outer(err1, Hinv1[i, i:])
+            Err1[:, i] = err1
+        W[:, i1:i2] = W1.masked_fill_(mask1, 0)
+        W[:, i2:] -= Err1.matmul(factor.U[i1:i2, i2:])
+    return W
+
+
+@pytest.mark.parametrize("shape,prunen,prunem,blocksize", [((48, 96), 0, 0, 32), ((96, 48), 0, 0, 128), ((40, 64), 2, 4, 16)])
+def test_the_transposed_sweep_is_the_reference_sweep_to_the_bit(shape, prunen, prunem, blocksize):
+    """calmix sweeps each block transposed (contiguous rows, ~2x faster on a CPU) in the same float32
+    operations: the same weights, bit for bit, not only close."""
+    g = torch.Generator().manual_seed(sum(shape) + prunem)
+    W = torch.randn(*shape, generator=g)
+    X = torch.randn(2 * shape[1], shape[1], generator=g)
+    X[:, 3] = 0  # a dead input
+    H = X.T @ X / X.shape[0]
+    got = sparsegpt_prune(W, H, 0.5, prunen=prunen, prunem=prunem, blocksize=blocksize)
+    assert torch.equal(got, strided_sweep(W, H, 0.5, prunen, prunem, blocksize))
+
+
 def test_obs_update_beats_plain_masking():
     W, H = random_problem()
     pruned = sparsegpt_prune(W, H, 0.5, blocksize=16)

@@ -106,37 +106,42 @@ def _sparsegpt(
     W[:, factor.dead] = 0
     Hinv = factor.U
 
+    # The sweep runs on each block transposed (count x rows): column i of the block is one contiguous row,
+    # so its update reads and writes contiguous memory (a strided column slice is several times slower on
+    # a CPU). The update is a product into a buffer, then a subtraction: two roundings per element, as the
+    # strided outer-product update rounds, so the weights are the same to the bit (a fused multiply-add,
+    # which addr_ and addcmul_ take on contiguous memory, is not: tests/test_sparsegpt.py).
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
         count = i2 - i1
-        W1 = W[:, i1:i2].clone()
-        Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         d1 = torch.diag(Hinv1)
 
         if prunem == 0:
             # One mask for the block from the already updated weights; OBS saliency w^2 / U_ii^2.
-            scores = (W1**2 / (d1.reshape(1, -1) ** 2)).flatten()
-            mask1 = lowest_k(scores, int(scores.numel() * sparsity)).reshape(rows, count)
+            scores = (W[:, i1:i2] ** 2 / (d1.reshape(1, -1) ** 2)).flatten()
+            mask1 = lowest_k(scores, int(scores.numel() * sparsity)).reshape(rows, count).T.contiguous()
         else:
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)
+            mask1 = torch.zeros(count, rows, dtype=torch.bool, device=W.device)
+        W1 = W[:, i1:i2].T.contiguous()
+        Err1 = torch.zeros_like(W1)
+        update = torch.empty_like(W1)
 
         zero = W1.new_zeros(())
         for i in range(count):
             if prunem and i % prunem == 0:
                 # N:M decided lazily, when the group's first column comes up, from updated weights.
-                scores = W1[:, i : i + prunem] ** 2 / (d1[i : i + prunem].reshape(1, -1) ** 2)
+                scores = W1[i : i + prunem].T ** 2 / (d1[i : i + prunem].reshape(1, -1) ** 2)
                 low = torch.topk(scores, prunen, dim=1, largest=False, sorted=True)[1]
-                mask1.scatter_(1, i + low, True)
+                mask1.T.scatter_(1, i + low, True)
             # err = (w - q) / d with q = w zeroed where pruned: w where pruned, 0 where kept.
-            err1 = torch.where(mask1[:, i], W1[:, i], zero) / d1[i]
-            # Outer-product update (addr_ rather than a k=1 matmul: no BLAS threading per column).
-            # It also sets column i to q, up to rounding where pruned (zeroed exactly below).
-            W1[:, i:].addr_(err1, Hinv1[i, i:], alpha=-1)
-            Err1[:, i] = err1
-        W[:, i1:i2] = W1.masked_fill_(mask1, 0)
+            err1 = torch.where(mask1[i], W1[i], zero) / d1[i]
+            # Outer-product update; it also sets column i to q, up to rounding where pruned (zeroed below).
+            W1[i:].sub_(torch.mul(Hinv1[i, i:, None], err1, out=update[: count - i]))
+            Err1[i] = err1
+        W[:, i1:i2] = W1.masked_fill_(mask1, 0).T
         # Lazy batch update: the block's accumulated error reaches later columns in one matmul.
-        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+        W[:, i2:] -= Err1.T.contiguous().matmul(Hinv[i1:i2, i2:])
 
     return W.to(device=weight.device, dtype=weight.dtype)
 
