@@ -116,8 +116,10 @@ def jobs_by_rule(configfiles: list[str], *, whole: bool = True) -> dict[str, int
     cmd = [str(Path(sys.executable).with_name("snakemake")), "--dry-run", "--quiet", "rules",
            *(["--forceall"] if whole else []), "--configfile", *configfiles]
     out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"calmix-plan: snakemake's dry run failed:\n{out.stderr[-3000:]}")
+    if out.returncode != 0:  # snakemake prints some errors (no Snakefile here) on stdout
+        said = "\n".join(part.strip()[-3000:] for part in (out.stdout, out.stderr) if part.strip())
+        raise SystemExit(f"calmix-plan: snakemake's dry run failed in {Path.cwd()} (run calmix-plan from the "
+                         f"repository root, where the Snakefile is):\n{said}")
     rows = re.findall(r"^(\w+)\s+(\d+)$", out.stdout, flags=re.M)
     return {rule: int(n) for rule, n in rows if rule != "total"}
 

@@ -53,3 +53,13 @@ def test_the_paper_study_needs_two_checkpoints_of_disk_at_once_not_nineteen(tmp_
     assert "disk: checkpoints temporary: peak 29.9 GiB, final 0.0 GiB" in temporary
     assert "disk: checkpoints kept: peak 284.2 GiB, final 284.2 GiB" in kept
     assert re.search(r"^prune_and_evaluate +19 +19$", temporary, re.M)
+
+
+@pytest.mark.workflow
+def test_a_dry_run_that_fails_says_why_and_where(tmp_path, monkeypatch):
+    """Outside the repository Snakemake finds no Snakefile and says so on stdout: the message carries it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        jobs_by_rule([str(TINY)])
+    message = str(exit_.value)
+    assert "No Snakefile found" in message and str(tmp_path) in message and "repository root" in message
