@@ -98,7 +98,7 @@ def main() -> None:
     for name, cls, batch in (("lm-eval HFLM", HFLM, 1), ("calmix PackedLM", PackedLM, args.batch_size)):
         lm = cls(pretrained=str(args.model), batch_size=batch, device="cpu", dtype="float32")
         answers, tokens = _recorded(lm)
-        run = runs[name] = {"seconds": 0.0, "answers": answers, "items": [], "scores": {}, "task_seconds": {}}
+        run = runs[name] = {"answers": answers, "items": [], "scores": {}, "task_seconds": {}}
         for task in tasks:  # one task at a time: where each scheme gains
             start = time.perf_counter()
             result = evaluate(args.model, [task], task_dir=ROOT / "resources/lm_eval_tasks", data_root=ROOT,

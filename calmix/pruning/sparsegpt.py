@@ -110,7 +110,7 @@ def _sparsegpt(
     # so its update reads and writes contiguous memory (a strided column slice is several times slower on
     # a CPU). The update is a product into a buffer, then a subtraction: two roundings per element, as the
     # strided outer-product update rounds, so the weights are the same to the bit (a fused multiply-add,
-    # which addr_ and addcmul_ take on contiguous memory, is not: tests/test_sparsegpt.py).
+    # which addr_ and addcmul_ take on contiguous memory, is not: tests/test_pruning.py).
     for i1 in range(0, columns, blocksize):
         i2 = min(i1 + blocksize, columns)
         count = i2 - i1
